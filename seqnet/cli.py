@@ -1,4 +1,4 @@
-"""``seqnet <command>``: one entry point, the original's command shapes, trailing KEY VALUE overrides.
+"""``seqnet <command>``: one entry point, the original's command shapes, KEY VALUE overrides.
 
 Each command's work lives in its own module, imported only when that command runs, so
 ``seqnet -h`` is instant and a command's heavy imports never slow another's.
@@ -19,7 +19,7 @@ COMMANDS = {
     "score": ("seqnet.evaluation.run:run_score", "score a saved outputs file, no model needed"),
     "demo": ("seqnet.apps.demo:run", "draw detections and similarities to a query"),
     "search": ("seqnet.apps.search:run", "search a folder of images or a video for a person"),
-    "synth": ("seqnet.data.synth:run", "write a synthetic dataset in CUHK-SYSU, PRW or JSON format"),
+    "synth": ("seqnet.data.synth:run", "write a synthetic CUHK-SYSU, PRW or JSON dataset"),
     "convert": ("seqnet.data.convert:run", "convert CUHK-SYSU or PRW into the JSON format"),
     "bench": ("seqnet.bench:run", "time inference of the default model on this machine"),
 }

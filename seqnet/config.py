@@ -114,7 +114,7 @@ def _nested(flat, known):
     """Unflatten ``{"A.B": v}``, widening ints to floats where the default is a float (1 -> 1.0)."""
     root = {}
     for name, value in flat.items():
-        if isinstance(known[name], float) and isinstance(value, int) and not isinstance(value, bool):
+        if isinstance(known[name], float) and type(value) is int:
             value = float(value)
         node = root
         *parents, leaf = name.split(".")
