@@ -1,0 +1,125 @@
+"""Our network is the released one: golden outputs of the established code (../shared/parity).
+
+Tolerances are those of ../shared/parity/README.md: boxes matched by position within 1e-3 px,
+scores and embeddings within 1e-4, one image at a time and as one batch of 3.
+"""
+
+import json
+import sys
+
+import pytest
+import torch
+
+from seqnet.config import load_cfg
+from seqnet.modeling import build_model
+
+BOX_TOL, SCORE_TOL, EMB_TOL = 1e-3, 1e-4, 1e-4
+
+
+@pytest.fixture(scope="module")
+def golden(shared):
+    return torch.load(shared / "parity" / "golden_inference.pt", weights_only=True)
+
+
+@pytest.fixture(scope="module")
+def model(shared, golden):
+    sys.path.insert(0, str(shared / "parity"))
+    from fill_weights import fill_
+
+    cfg = load_cfg(None, [str(x) for x in golden["config_overrides"]])
+    m = build_model(cfg, load_imagenet=False)
+    fill_(m)
+    return m.eval()
+
+
+def _run_all(model, images, golden, one_by_one):
+    """Every mode's outputs for all images, either one call per image or one call for all."""
+
+    def call(fn, *per_image):
+        if not one_by_one:
+            return fn(images, *[list(x) for x in per_image])
+        return [fn([img], *[[x[i]] for x in per_image])[0] for i, img in enumerate(images)]
+
+    out = {
+        "gallery": call(model.predict),
+        "query": call(model.embed_boxes, golden["query_boxes"]),
+        "cbgm": call(lambda im, ctx: model.predict(im, context_boxes=ctx), golden["cbgm_gt_box"]),
+    }
+    thresh = model.roi_heads.score_thresh
+    model.roi_heads.score_thresh = golden["meta"]["empty_case_score_thresh"]
+    try:
+        out["empty_gallery"] = call(model.predict)
+        out["empty_cbgm"] = call(
+            lambda im, ctx: model.predict(im, context_boxes=ctx), golden["cbgm_gt_box"]
+        )
+    finally:
+        model.roi_heads.score_thresh = thresh
+    return out
+
+
+@pytest.fixture(scope="module", params=["one_by_one", "batch_of_3"])
+def outputs(request, model, golden):
+    return _run_all(model, golden["images"], golden, request.param == "one_by_one")
+
+
+def assert_same_detections(ours, gold, first_is_gt=False):
+    """Same count; each golden box matched to one of ours (by position, not index)."""
+    assert ours["boxes"].shape == gold["boxes"].shape
+    assert ours["embeddings"].shape == gold["embeddings"].shape
+    assert ours["scores"].shape == gold["scores"].shape
+    if not len(gold["boxes"]):
+        return {}
+    dist = (gold["boxes"][:, None, :] - ours["boxes"][None, :, :]).abs().amax(-1)
+    match = dist.argmin(1)
+    assert len(set(match.tolist())) == len(match), "two golden boxes matched one of ours"
+    box_diff = dist.min(1).values.max().item()
+    score_diff = (gold["scores"] - ours["scores"][match]).abs().max().item()
+    emb_diff = (gold["embeddings"] - ours["embeddings"][match]).abs().max().item()
+    assert box_diff <= BOX_TOL, box_diff
+    assert score_diff <= SCORE_TOL, score_diff
+    assert emb_diff <= EMB_TOL, emb_diff
+    assert torch.equal(ours["labels"], torch.ones_like(ours["labels"]))
+    if first_is_gt:
+        assert match[0] == 0 and ours["scores"][0] == 1.0
+    return {"box": box_diff, "score": score_diff, "embedding": emb_diff}
+
+
+def test_state_dict_names_and_shapes(model, shared):
+    reference = json.loads((shared / "parity" / "reference_state_dict_keys.json").read_text())
+    ours = {k: (list(v.shape), str(v.dtype)) for k, v in model.state_dict().items()}
+    for key, shape, dtype in reference:
+        assert ours.pop(key) == (shape, dtype), key
+    assert set(ours) == {"roi_heads.reid_loss.cq_ptr"}  # our only extra: the queue pointer
+
+
+@pytest.mark.golden
+def test_gallery(outputs, golden):
+    for i, gold in enumerate(golden["gallery"]):
+        assert len(gold["boxes"]) > 0
+        assert_same_detections(outputs["gallery"][i], gold)
+
+
+@pytest.mark.golden
+def test_query_embeddings(outputs, golden):
+    for ours, gold in zip(outputs["query"], golden["query_embeddings"]):
+        assert ours.shape == gold.shape == (2, 256)
+        assert (ours - gold).abs().max() <= EMB_TOL
+
+
+@pytest.mark.golden
+def test_query_image_as_gallery(outputs, golden):
+    for i, gold in enumerate(golden["cbgm"]):
+        ours = outputs["cbgm"][i]
+        assert_same_detections(ours, gold, first_is_gt=True)
+        assert (ours["boxes"][0] - golden["cbgm_gt_box"][i][0]).abs().max() <= BOX_TOL
+
+
+@pytest.mark.golden
+def test_forced_empty(outputs, golden):
+    for i, gold in enumerate(golden["empty"]):
+        gallery, cbgm = outputs["empty_gallery"][i], outputs["empty_cbgm"][i]
+        assert gallery["boxes"].shape == (0, 4) and gallery["embeddings"].shape == (0, 256)
+        assert gallery["scores"].shape == (0,) and gallery["labels"].shape == (0,)
+        assert_same_detections(gallery, gold["gallery"])
+        assert cbgm["boxes"].shape == (1, 4) and cbgm["embeddings"].shape == (1, 256)
+        assert_same_detections(cbgm, gold["cbgm"], first_is_gt=True)
