@@ -72,12 +72,13 @@ def _search_args(p):
 def _synth_args(p):
     p.add_argument("--format", required=True, choices=["cuhk-sysu", "prw", "json"])
     p.add_argument("--out", required=True, help="folder to write (must not exist or be empty)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--train-images", type=int, default=200)
-    p.add_argument("--test-images", type=int, default=100)
-    p.add_argument("--train-ids", type=int, default=40)
-    p.add_argument("--test-ids", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0, help="same seed and sizes: same bytes")
+    p.add_argument("--train-images", type=int, default=200, help="training images")
+    p.add_argument("--test-images", type=int, default=100, help="test images (gallery pool)")
+    p.add_argument("--train-ids", type=int, default=40, help="labelled training identities")
+    p.add_argument("--test-ids", type=int, default=20, help="test identities (disjoint)")
     p.add_argument("--people", type=int, default=4, help="most people per image")
+    p.add_argument("--cameras", type=int, default=6, help="cameras (backgrounds, colour casts)")
     p.add_argument("--size", type=int, nargs=2, default=(240, 320), metavar=("H", "W"))
 
 

@@ -1,0 +1,127 @@
+"""The plan of a synthetic dataset, independent of its file format: frames (split, camera,
+people with boxes, identities, looks) and queries.
+
+Train and test identities are disjoint; each frame also holds unlabelled passers-by. Labelled
+slots go to the least-seen identities first, so every identity appears about equally often.
+"""
+
+from dataclasses import dataclass, field
+
+from seqnet.data.synth_draw import camera_style, random_look
+from seqnet.errors import SeqNetError
+
+LABELLED_FRACTION = 0.75  # share of people slots that carry an identity
+MIN_HEIGHT, MAX_HEIGHT = 0.3, 0.8  # person height / image height: scale varies 2.7x
+ASPECT = 0.42  # person box width / height
+
+
+@dataclass
+class Person:
+    box: tuple  # x1, y1, x2, y2 (integers)
+    pid: int | None  # identity (train 1..K, test K+1..K+T), None = passer-by
+    look: object
+    mirror: bool
+
+
+@dataclass
+class Frame:
+    index: int
+    split: str  # "train" or "test"
+    cam: int  # 0-based camera
+    people: list = field(default_factory=list)
+
+
+def _iou(a, b):
+    w = min(a[2], b[2]) - max(a[0], b[0])
+    h = min(a[3], b[3]) - max(a[1], b[1])
+    inter = max(w, 0) * max(h, 0)
+    area = lambda r: (r[2] - r[0]) * (r[3] - r[1])  # noqa: E731
+    return inter / (area(a) + area(b) - inter)
+
+
+def _place(rng, n, size):
+    """Up to ``n`` integer boxes inside the image, overlapping each other at most IoU 0.3."""
+    height, width = size
+    boxes = []
+    for _ in range(20 * n):
+        if len(boxes) == n:
+            break
+        h = int(rng.uniform(MIN_HEIGHT, MAX_HEIGHT) * height)
+        w = max(int(h * ASPECT), 8)
+        if w >= width:
+            continue
+        x1, y2 = int(rng.integers(0, width - w)), int(rng.integers(h, height + 1))
+        box = (x1, y2 - h, x1 + w, y2)
+        if all(_iou(box, b) <= 0.3 for b in boxes):
+            boxes.append(box)
+    return boxes
+
+
+def _looks(rng, n):
+    """``n`` distinct looks (identity = a combination of shared attributes)."""
+    looks, seen = [], set()
+    while len(looks) < n:
+        look = random_look(rng)
+        if look not in seen:
+            seen.add(look)
+            looks.append(look)
+    return looks
+
+
+def _fill(rng, frames, ids, looks, size, people):
+    uses = dict.fromkeys(ids, 0)
+    for frame in frames:
+        for box in _place(rng, int(rng.integers(1, people + 1)), size):
+            free = [i for i in ids if all(p.pid != i for p in frame.people)]
+            if free and rng.random() < LABELLED_FRACTION:
+                least = min(uses[i] for i in free)
+                pid = int(rng.choice([i for i in free if uses[i] == least]))
+                uses[pid] += 1
+                look = looks[pid - 1]
+            else:
+                pid, look = None, random_look(rng)
+            frame.people.append(Person(box, pid, look, bool(rng.random() < 0.5)))
+    return uses
+
+
+def plan(rng, train_images, test_images, train_ids, test_ids, people, size, cameras):
+    """(frames, camera styles): train frames first, then test frames."""
+    if min(train_images, test_images, train_ids, test_ids, people, cameras) < 1:
+        raise SeqNetError("synth: every size option must be at least 1")
+    cams = [camera_style(rng) for _ in range(cameras)]
+    looks = _looks(rng, train_ids + test_ids)
+    frames = [
+        Frame(i, "train" if i < train_images else "test", int(rng.integers(cameras)))
+        for i in range(train_images + test_images)
+    ]
+    train_uses = _fill(rng, frames[:train_images], range(1, train_ids + 1), looks, size, people)
+    test_range = range(train_ids + 1, train_ids + test_ids + 1)
+    test_uses = _fill(rng, frames[train_images:], test_range, looks, size, people)
+    if min(train_uses.values()) < 1 or min(test_uses.values()) < 2:
+        raise SeqNetError(
+            "synth: too few images for the identities (each training identity needs one "
+            "appearance, each test identity two); raise --train-images/--test-images or "
+            "lower --train-ids/--test-ids"
+        )
+    return frames, cams
+
+
+def appearances(frames, pid):
+    """[(frame, person)] where identity ``pid`` appears, in frame order."""
+    return [(f, p) for f in frames for p in f.people if p.pid == pid]
+
+
+def choose_queries(rng, frames, pids, per_id=1):
+    """[(pid, frame, person)]: up to ``per_id`` query appearances per identity on distinct
+    cameras, always leaving one appearance for the gallery; drawn at random."""
+    out = []
+    for pid in pids:
+        seen = appearances(frames, pid)
+        order = rng.permutation(len(seen))
+        cams = set()
+        for k in order:
+            f, p = seen[k]
+            if f.cam not in cams and len(cams) < per_id and len(cams) < len(seen) - 1:
+                cams.add(f.cam)
+                out.append((pid, f, p))
+    return out
