@@ -1,0 +1,158 @@
+"""Config: the original's keys and command-line overrides; clear errors for unknown keys."""
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from seqnet.config import get_default_cfg, load_cfg
+from seqnet.errors import SeqNetError
+
+# A config.yaml as the original release dumps it (yacs, exactly the SPEC keys, int loss weights).
+ORIGINAL_DUMP = """
+CKPT_PERIOD: 1
+DEVICE: cuda
+DISP_PERIOD: 10
+EVAL_PERIOD: 1
+EVAL_USE_CACHE: false
+EVAL_USE_CBGM: false
+EVAL_USE_GT: false
+INPUT:
+  BATCH_SIZE_TEST: 1
+  BATCH_SIZE_TRAIN: 5
+  DATASET: PRW
+  DATA_ROOT: data/PRW
+  MAX_SIZE: 1500
+  MIN_SIZE: 900
+  NUM_WORKERS_TEST: 1
+  NUM_WORKERS_TRAIN: 5
+MODEL:
+  LOSS:
+    CQ_SIZE: 500
+    LUT_SIZE: 482
+    OIM_MOMENTUM: 0.5
+    OIM_SCALAR: 30.0
+  ROI_HEAD:
+    BATCH_SIZE_TRAIN: 128
+    BN_NECK: true
+    DETECTIONS_PER_IMAGE_TEST: 300
+    NEG_THRESH_TRAIN: 0.5
+    NMS_THRESH_TEST: 0.4
+    POS_FRAC_TRAIN: 0.5
+    POS_THRESH_TRAIN: 0.5
+    SCORE_THRESH_TEST: 0.5
+  RPN:
+    BATCH_SIZE_TRAIN: 256
+    NEG_THRESH_TRAIN: 0.3
+    NMS_THRESH: 0.7
+    POS_FRAC_TRAIN: 0.5
+    POS_THRESH_TRAIN: 0.7
+    POST_NMS_TOPN_TEST: 300
+    POST_NMS_TOPN_TRAIN: 2000
+    PRE_NMS_TOPN_TEST: 6000
+    PRE_NMS_TOPN_TRAIN: 12000
+OUTPUT_DIR: ./exp_prw
+SEED: 1
+SOLVER:
+  BASE_LR: 0.003
+  CLIP_GRADIENTS: 10.0
+  GAMMA: 0.1
+  LR_DECAY_MILESTONES:
+  - 16
+  LW_BOX_CLS: 1
+  LW_BOX_REG: 1
+  LW_BOX_REID: 1
+  LW_PROPOSAL_CLS: 1
+  LW_PROPOSAL_REG: 10
+  LW_RPN_CLS: 1
+  LW_RPN_REG: 1
+  MAX_EPOCHS: 18
+  SGD_MOMENTUM: 0.9
+  WARMUP_FACTOR: 0.001
+  WEIGHT_DECAY: 0.0005
+TF_BOARD: true
+"""
+
+
+def test_original_dump_loads_unchanged(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(ORIGINAL_DUMP)
+    cfg = load_cfg(path)
+    assert cfg.INPUT.DATASET == "PRW" and cfg.MODEL.LOSS.LUT_SIZE == 482
+    assert cfg.SOLVER.LW_PROPOSAL_REG == 10 and cfg.SOLVER.LR_DECAY_MILESTONES == [16]
+    assert cfg.MODEL.BACKBONE == "resnet50"  # our keys keep their defaults
+
+
+def test_our_dump_reloads(tmp_path):
+    cfg = load_cfg(None, ["SOLVER.BASE_LR", "0.01", "MODEL.BACKBONE", "resnet18"])
+    path = tmp_path / "config.yaml"
+    path.write_text(cfg.dump())
+    assert load_cfg(path) == cfg
+
+
+def test_dataset_configs():
+    cuhk, prw = load_cfg("configs/cuhk_sysu.yaml"), load_cfg("configs/prw.yaml")
+    assert (cuhk.OUTPUT_DIR, cuhk.MODEL.LOSS.LUT_SIZE, cuhk.MODEL.LOSS.CQ_SIZE) == (
+        "./exp_cuhk", 5532, 5000)  # fmt: skip
+    assert (prw.INPUT.DATASET, prw.SOLVER.MAX_EPOCHS, prw.MODEL.LOSS.LUT_SIZE) == ("PRW", 18, 482)
+
+
+def test_overrides_follow_the_file():
+    cfg = load_cfg("configs/prw.yaml", ["INPUT.BATCH_SIZE_TRAIN", "2", "SOLVER.BASE_LR", "0.0012"])
+    assert cfg.INPUT.BATCH_SIZE_TRAIN == 2 and cfg.SOLVER.BASE_LR == 0.0012
+    assert load_cfg(None, ["SOLVER.LW_BOX_REID", "2"]).SOLVER.LW_BOX_REID == 2.0
+
+
+def test_every_spec_key_has_its_default():
+    cfg = get_default_cfg()
+    assert cfg.INPUT.MIN_SIZE == 900 and cfg.INPUT.MAX_SIZE == 1500
+    assert cfg.MODEL.RPN.PRE_NMS_TOPN_TEST == 6000 and cfg.MODEL.ROI_HEAD.NMS_THRESH_TEST == 0.4
+    assert cfg.MODEL.LOSS.OIM_SCALAR == 30.0 and cfg.SOLVER.CLIP_GRADIENTS == 10.0
+    spec = yaml.safe_load(ORIGINAL_DUMP)
+    for section, values in spec.items():
+        if isinstance(values, dict):
+            assert set(values) <= set(cfg[section]), section
+        else:
+            assert section in cfg
+
+
+@pytest.mark.parametrize(
+    "opts, message",
+    [
+        (["SOLVER.BASE_LRR", "1"], "unknown config key 'SOLVER.BASE_LRR'.*SOLVER.BASE_LR"),
+        (["SOLVER.BASE_LR"], "KEY VALUE pairs"),
+        (["INPUT.MIN_SIZE", "'big'"], "INPUT.MIN_SIZE|type"),
+    ],
+)
+def test_bad_overrides(opts, message):
+    with pytest.raises(SeqNetError, match=message):
+        load_cfg(None, opts)
+
+
+def test_unknown_key_in_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("MODEL:\n  RPN:\n    NMS_THRES: 0.5\n")
+    with pytest.raises(
+        SeqNetError, match=r"MODEL.RPN.NMS_THRES.*did you mean MODEL.RPN.NMS_THRESH"
+    ):
+        load_cfg(path)
+    with pytest.raises(SeqNetError, match="not found"):
+        load_cfg(tmp_path / "missing.yaml")
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["eval"], ["score"], ["demo"], ["search"],
+                                     ["synth"], ["convert"], ["bench"]])  # fmt: skip
+def test_cli_help(command):
+    out = subprocess.run([sys.executable, "-m", "seqnet", *command, "-h"], capture_output=True,
+                         text=True, check=True).stdout  # fmt: skip
+    assert out.startswith("usage: seqnet")
+
+
+def test_cli_reports_errors_without_traceback(tmp_path):
+    run = subprocess.run(
+        [sys.executable, "-m", "seqnet", "train", "--cfg", str(tmp_path / "nope.yaml")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert run.returncode != 0
+    assert "config file not found" in run.stderr and "Traceback" not in run.stderr
