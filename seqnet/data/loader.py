@@ -18,7 +18,7 @@ from seqnet.identities import UNLABELED
 def read_image(path):
     """RGB float tensor 3 x H x W in [0, 1] (PIL decode; one copy into torch)."""
     with Image.open(path) as im:
-        arr = np.asarray(im.convert("RGB"))
+        arr = np.array(im.convert("RGB"))
     return torch.from_numpy(arr).permute(2, 0, 1).float().div_(255)
 
 
