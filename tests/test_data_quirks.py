@@ -4,9 +4,11 @@ import logging
 
 import numpy as np
 import pytest
+import scipy.io
 from PIL import Image
 
 from seqnet.data import check_images, check_lut_size, load_cuhk_protocol, load_split
+from seqnet.data.cuhk_sysu import load_subset
 from seqnet.data.synth_write import cell, savemat, struct
 from seqnet.errors import SeqNetError
 from seqnet.identities import UNLABELED
@@ -248,3 +250,17 @@ def test_unknown_dataset_and_split(tmp_path):
         load_split("Market", tmp_path, "train")
     with pytest.raises(SeqNetError, match="unknown split"):
         load_split("PRW", tmp_path, "val")
+
+
+def test_cuhk_occlusion_and_resolution_subsets(tmp_path):
+    root = _cuhk(tmp_path)
+    protocol = root / "annotation/test/train_test/TestG50.mat"
+    for rel, var in (("Occlusion.mat", "Occlusion1"), ("Resolution.mat", "Test_Size")):
+        rows = scipy.io.loadmat(protocol)["TestG50"]
+        savemat(root / "annotation/test/subset" / rel, {var: rows})
+    (occ,) = load_subset(root, "occlusion")
+    (res,) = load_subset(root, "resolution")
+    assert occ["query"]["img_name"] == res["query"]["img_name"] == "s4.jpg"
+    assert [g["img_name"] for g in occ["gallery"]] == ["s3.jpg", "s1.jpg"]
+    with pytest.raises(SeqNetError, match="unknown CUHK-SYSU subset"):
+        load_subset(root, "night")
