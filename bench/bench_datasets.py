@@ -69,24 +69,27 @@ def _struct(n, fields, children):
     return st.pack("<II", 14, len(body)) + body
 
 
-def _write_protocol(path, var, rows):
-    """rows: (query name, query box, gallery bytes, gallery length), streamed to ``path``."""
+def _write_protocol(path, var, n_rows, row):
+    """``row(q)`` -> (query name, query box, gallery bytes, gallery length); streamed to
+    ``path`` in two passes (sizes, then bytes), so memory holds one row at a time."""
     head = io.BytesIO()
     scipy.io.savemat(head, {"x": np.zeros(1)})
+
+    def child(q):
+        qname, qbox, gallery, n = row(q)
+        query = _struct(
+            1,
+            ["imname", "idlocate", "ishard", "idname"],
+            _chars(qname) + _doubles(qbox) + _doubles([0]) + _chars("p"),
+        )
+        return query + _struct(n, ["imname", "idlocate", "ishard"], gallery)
+
+    header = _struct_header(n_rows, ["Query", "Gallery"], var.encode())
+    size = len(header) + sum(len(child(q)) for q in range(n_rows))
     with open(path, "wb") as f:
-        f.write(head.getvalue()[:128])
-        header = _struct_header(len(rows), ["Query", "Gallery"], var.encode())
-        children = []
-        for qname, qbox, gallery, n in rows:
-            query = _struct(
-                1,
-                ["imname", "idlocate", "ishard", "idname"],
-                _chars(qname) + _doubles(qbox) + _doubles([0]) + _chars("p"),
-            )
-            children.append(query + _struct(n, ["imname", "idlocate", "ishard"], gallery))
-        size = len(header) + sum(map(len, children))
-        f.write(st.pack("<II", 14, size) + header)
-        f.writelines(children)
+        f.write(head.getvalue()[:128] + st.pack("<II", 14, size) + header)
+        for q in range(n_rows):
+            f.write(child(q))
 
 
 # ---- full-scale annotation sets --------------------------------------------------------------- #
@@ -144,16 +147,15 @@ def write_cuhk(root, rng):
         (qi, qk), pos = seen[0], seen[1:]
         pos_bytes = [_chars(names[i]) + _doubles(boxes[i][k]) + _doubles([0]) for i, k in pos]
         used = {i for i, _ in seen}
-        negs = [
-            int(i) for i in rng.permutation(pool)[: max(GALLERY_SIZES) + 8] if int(i) not in used
-        ]
-        queries.append((names[qi], boxes[qi][qk], pos_bytes, negs))
+        negs = rng.permutation(pool)[: max(GALLERY_SIZES) + 8]
+        queries.append((names[qi], boxes[qi][qk], pos_bytes, negs[~np.isin(negs, list(used))]))
     for g in GALLERY_SIZES:
-        rows = [
-            (qn, qb, b"".join(pos + [negative[i] for i in negs[: g - len(pos)]]), g)
-            for qn, qb, pos, negs in queries
-        ]
-        _write_protocol(anno / f"test/train_test/TestG{g}.mat", f"TestG{g}", rows)
+
+        def row(q, g=g):
+            qn, qb, pos, negs = queries[q]
+            return qn, qb, b"".join(pos + [negative[i] for i in negs[: g - len(pos)].tolist()]), g
+
+        _write_protocol(anno / f"test/train_test/TestG{g}.mat", f"TestG{g}", len(queries), row)
 
 
 def write_prw(root, rng):
