@@ -12,6 +12,7 @@ import torch
 
 from seqnet.config import load_cfg
 from seqnet.modeling import build_model
+from seqnet.modeling.inference import optimize_for_inference
 
 BOX_TOL, SCORE_TOL, EMB_TOL = 1e-3, 1e-4, 1e-4
 
@@ -57,9 +58,19 @@ def _run_all(model, images, golden, one_by_one):
     return out
 
 
-@pytest.fixture(scope="module", params=["one_by_one", "batch_of_3"])
-def outputs(request, model, golden):
-    return _run_all(model, golden["images"], golden, request.param == "one_by_one")
+@pytest.fixture(scope="module")
+def fast_model(model):
+    return optimize_for_inference(model)
+
+
+# The released function, and our fast inference copy one image at a time and batched.
+@pytest.fixture(
+    scope="module", params=["reference/one_by_one", "fast/one_by_one", "fast/batch_of_3"]
+)
+def outputs(request, model, fast_model, golden):
+    which, mode = request.param.split("/")
+    net = model if which == "reference" else fast_model
+    return _run_all(net, golden["images"], golden, one_by_one=mode == "one_by_one")
 
 
 def assert_same_detections(ours, gold, first_is_gt=False):

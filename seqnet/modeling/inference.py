@@ -1,0 +1,47 @@
+"""A faster copy of a trained SeqNet for inference, at parity with the original function.
+
+Two changes, each measured on the golden weights (2 CPU threads, ``bench/bench_inference.py``):
+
+- every BatchNorm2d is folded into the convolution before it (a frozen BN is an affine map;
+  folding removes a full pass over each feature map): ~20% on the backbone and layer4;
+- convolution weights and inputs use the channels-last memory format, which oneDNN runs
+  much faster on CPUs (and which suits tensor cores on GPUs): another ~1.4x.
+
+The copy has no BatchNorm2d left, so it cannot train or load checkpoints: keep the original
+for that and call this again after the weights change.
+"""
+
+import copy
+
+import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+
+def fold_batchnorm(module):
+    """Fold each ``conv -> BatchNorm2d`` pair of ResNet blocks and stems, in place."""
+    pairs = [("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3")]
+    for mod in list(module.modules()):
+        for conv, bn in pairs:
+            if isinstance(getattr(mod, bn, None), nn.BatchNorm2d):
+                setattr(mod, conv, fuse_conv_bn_eval(getattr(mod, conv), getattr(mod, bn)))
+                setattr(mod, bn, nn.Identity())
+        down = getattr(mod, "downsample", None)
+        if isinstance(down, nn.Sequential) and isinstance(down[1], nn.BatchNorm2d):
+            down[0] = fuse_conv_bn_eval(down[0], down[1])
+            down[1] = nn.Identity()
+    return module
+
+
+def optimize_for_inference(model):
+    """An eval-mode copy of ``model`` with BatchNorm folded and channels-last convolutions."""
+    fast = copy.deepcopy(model).eval()
+    for part in (fast.backbone, fast.roi_heads.box_head, fast.roi_heads.reid_head):
+        fold_batchnorm(part)
+    fast.backbone.to(memory_format=torch.channels_last)
+    fast.rpn.to(memory_format=torch.channels_last)
+    fast.roi_heads.box_head.to(memory_format=torch.channels_last)
+    fast.roi_heads.reid_head.to(memory_format=torch.channels_last)
+    for p in fast.parameters():
+        p.requires_grad_(False)
+    return fast
