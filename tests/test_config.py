@@ -95,7 +95,7 @@ def test_dataset_configs():
     cuhk, prw = load_cfg("configs/cuhk_sysu.yaml"), load_cfg("configs/prw.yaml")
     assert (cuhk.OUTPUT_DIR, cuhk.MODEL.LOSS.LUT_SIZE, cuhk.MODEL.LOSS.CQ_SIZE) == (
         "./exp_cuhk", 5532, 5000)  # fmt: skip
-    assert (prw.INPUT.DATASET, prw.SOLVER.MAX_EPOCHS, prw.MODEL.LOSS.LUT_SIZE) == ("PRW", 18, 482)
+    assert (prw.INPUT.DATASET, prw.SOLVER.MAX_EPOCHS, prw.MODEL.LOSS.LUT_SIZE) == ("PRW", 18, 483)
 
 
 def test_overrides_follow_the_file():
