@@ -60,6 +60,7 @@ _C.MODEL.RPN.POST_NMS_TOPN_TRAIN = 2000  # proposals kept after NMS (training)
 _C.MODEL.RPN.POST_NMS_TOPN_TEST = 300  # proposals kept after NMS (testing)
 _C.MODEL.ROI_HEAD = CN()
 _C.MODEL.ROI_HEAD.BN_NECK = True  # BatchNorm1d after the second-stage box regressor
+_C.MODEL.ROI_HEAD.POOL_SIZE = 14  # ours: RoIAlign output size (7 quarters the heads' cost)
 _C.MODEL.ROI_HEAD.BATCH_SIZE_TRAIN = 128  # RoIs sampled per image in each stage
 _C.MODEL.ROI_HEAD.POS_FRAC_TRAIN = 0.5  # fraction of positives among them
 _C.MODEL.ROI_HEAD.POS_THRESH_TRAIN = 0.5  # RoI IoU at or above which it is a person

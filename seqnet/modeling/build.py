@@ -39,7 +39,9 @@ def build_model(cfg, load_imagenet=True):
     )
     res4_channels, res5_channels = box_head.out_channels
     roi_heads = SeqRoIHeads(
-        box_roi_pool=RoIAlign(output_size=14, spatial_scale=1 / FEATURE_STRIDE, sampling_ratio=2),
+        box_roi_pool=RoIAlign(
+            output_size=m.ROI_HEAD.POOL_SIZE, spatial_scale=1 / FEATURE_STRIDE, sampling_ratio=2
+        ),
         box_head=box_head,
         reid_head=reid_head,
         faster_rcnn_predictor=FastRCNNPredictor(res5_channels, 2),
