@@ -117,12 +117,34 @@ def gflop(model, image):
     return counter.get_total_flops() / 1e9
 
 
+def accuracy_cost(fast, mode, images):
+    """Max embedding difference and detections changed against the fp32 fast path."""
+    changed, emb_diff = 0, 0.0
+    for image in images:
+        want, got = fast.predict([image])[0], mode.predict([image])[0]
+        if len(want["boxes"]) and len(got["boxes"]):
+            dist = (want["boxes"][:, None] - got["boxes"][None]).abs().amax(-1)
+            near, match = dist.min(1)
+            ok = near <= 1.0  # a detection "unchanged" if a box within 1 px survives
+            changed += int((~ok).sum()) + max(0, len(got["boxes"]) - int(ok.sum()))
+            if ok.any():
+                diff = want["embeddings"][ok] - got["embeddings"][match[ok]]
+                emb_diff = max(emb_diff, diff.abs().max().item())
+        else:
+            changed += len(want["boxes"]) + len(got["boxes"])
+    return {"detections_changed": changed, "max_embedding_diff": round(emb_diff, 5)}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="golden images only, 1 repeat")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument(
+        "--modes", nargs="*", default=["bf16"], choices=["bf16", "compile"],
+        help="optional faster modes to time and compare with fp32",
+    )  # fmt: skip
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if not (SHARED / "parity").is_dir():
@@ -176,6 +198,19 @@ def main():
         if name in ESTABLISHED:
             entry["speedup_vs_established"] = round(ESTABLISHED[name] / entry["fast_batch1_s"], 2)
         results["sets"][name] = entry
+    images = sets["golden"]
+    for mode in args.modes:
+        precision = "bf16" if mode == "bf16" else "fp32"
+        variant = optimize_for_inference(reference, precision, compile=mode == "compile")
+        t = time.perf_counter()
+        variant.predict(images[:1])  # includes compilation for "compile"
+        first = time.perf_counter() - t
+        results.setdefault("modes", {})[mode] = {
+            "first_call_s": round(first, 2),
+            "golden_batch1_s": round(time_model(variant, images, 1, repeats), 3),
+            "fp32_golden_batch1_s": results["sets"]["golden"]["fast_batch1_s"],
+            **accuracy_cost(fast, variant, images),
+        }
     results["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     text = json.dumps(results, indent=2)
     print(text)

@@ -74,6 +74,11 @@ _C.MODEL.LOSS.CQ_SIZE = 5000  # OIM circular queue rows: recent unlabelled peopl
 _C.MODEL.LOSS.OIM_MOMENTUM = 0.5  # OIM lookup-table update momentum
 _C.MODEL.LOSS.OIM_SCALAR = 30.0  # OIM logit scale (inverse temperature)
 
+# -------------------------------------------------------- inference (ours) --------------------- #
+_C.INFERENCE = CN()
+_C.INFERENCE.PRECISION = "fp32"  # fp32 | bf16 (autocast on the convolutions) | fp16 (CUDA only)
+_C.INFERENCE.COMPILE = False  # torch.compile the convolutional parts (slow start, faster runs)
+
 # -------------------------------------------------------- run ---------------------------------- #
 _C.EVAL_PERIOD = 1  # evaluate every N epochs
 _C.EVAL_USE_GT = False  # evaluate search with GT boxes instead of detections (upper bound)

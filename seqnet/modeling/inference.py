@@ -9,6 +9,11 @@ Three changes, each measured on the golden weights (2 CPU threads, ``bench/bench
 - torchvision's CPU RoIAlign runs on one thread: the RoIs are split across threads (the
   result is the same, RoI by RoI): ~1.5x on that stage with 2 threads.
 
+Optional faster modes (``INFERENCE.PRECISION`` bf16 / fp16, ``INFERENCE.COMPILE``) run only the
+convolutional parts in low precision or compiled; box regression, scores and embeddings stay
+fp32 (box deltas decoded in bf16 would be off by pixels). Their accuracy cost is measured by
+``bench/bench_inference.py``.
+
 The copy has no BatchNorm2d left, so it cannot train or load checkpoints: keep the original
 for that and call this again after the weights change.
 """
@@ -21,6 +26,8 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torchvision.ops._utils import convert_boxes_to_roi_format
+
+from seqnet.errors import SeqNetError
 
 
 def fold_batchnorm(module):
@@ -60,18 +67,53 @@ def _executor(threads):
     return ThreadPoolExecutor(threads, thread_name_prefix="roi_align")
 
 
-def optimize_for_inference(model):
+class Autocast(nn.Module):
+    """Run ``module`` under autocast to ``dtype``; outputs (tensors or a dict) back in fp32."""
+
+    def __init__(self, module, dtype):
+        super().__init__()
+        self.module = module
+        self.dtype = dtype
+
+    def forward(self, *args):
+        device = "cuda" if any(a.is_cuda for a in args if torch.is_tensor(a)) else "cpu"
+        with torch.autocast(device, dtype=self.dtype):
+            return _fp32(self.module(*args))
+
+
+def _fp32(out):
+    if isinstance(out, dict):
+        return type(out)((k, _fp32(v)) for k, v in out.items())
+    if isinstance(out, (list, tuple)):
+        return type(out)(_fp32(v) for v in out)
+    return out.float()
+
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def optimize_for_inference(model, precision="fp32", compile=False):
     """An eval-mode copy of ``model``: BatchNorm folded, channels-last convolutions, RoIAlign
-    across threads."""
-    fast = copy.deepcopy(model).eval()
-    for part in (fast.backbone, fast.roi_heads.box_head, fast.roi_heads.reid_head):
-        fold_batchnorm(part)
-    fast.backbone.to(memory_format=torch.channels_last)
-    fast.rpn.to(memory_format=torch.channels_last)
-    fast.roi_heads.box_head.to(memory_format=torch.channels_last)
-    fast.roi_heads.reid_head.to(memory_format=torch.channels_last)
+    across threads; optionally low-precision or compiled convolutional parts."""
+    if precision not in PRECISIONS:
+        raise SeqNetError(f"INFERENCE.PRECISION {precision!r} is not one of {list(PRECISIONS)}")
+    device = next(model.parameters()).device
+    if precision == "fp16" and device.type != "cuda":
+        raise SeqNetError("INFERENCE.PRECISION fp16 needs a CUDA device; use bf16 on the CPU")
+    fast = copy.deepcopy(model).eval().requires_grad_(False)
     heads = fast.roi_heads
     heads.box_roi_pool = ThreadedRoIAlign(heads.box_roi_pool, torch.get_num_threads())
-    for p in fast.parameters():
-        p.requires_grad_(False)
+    convolutional = [
+        (fast, "backbone"),
+        (fast.rpn, "head"),
+        (heads, "box_head"),
+        (heads, "reid_head"),
+    ]
+    for parent, name in convolutional:
+        part = fold_batchnorm(getattr(parent, name)).to(memory_format=torch.channels_last)
+        if compile:
+            part = torch.compile(part, dynamic=True)
+        if PRECISIONS[precision] is not None:
+            part = Autocast(part, PRECISIONS[precision])
+        setattr(parent, name, part)
     return fast
