@@ -67,6 +67,7 @@ def _search_args(p):
     p.add_argument("--every", type=int, default=1, help="video: use every k-th frame")
     p.add_argument("--topk", type=int, default=20, help="matches to report")
     p.add_argument("--out", default="search_output", help="folder for results.json and index.html")
+    p.add_argument("--index", help="gallery index file to share across --out folders")
 
 
 def _synth_args(p):

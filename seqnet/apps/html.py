@@ -1,0 +1,57 @@
+"""The search results as one static HTML page (relative links to thumbnails; no server)."""
+
+import html
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 24px; background: #f4f4f4; color: #222; }
+h1 { font-size: 20px; margin: 0 0 4px; }
+.meta { color: #555; margin-bottom: 16px; font-size: 14px; }
+.grid { display: flex; flex-wrap: wrap; gap: 14px; }
+.card { background: #fff; border-radius: 6px; padding: 8px; box-shadow: 0 1px 3px #0003;
+        width: 340px; font-size: 13px; }
+.card img { display: block; max-width: 100%; border-radius: 3px; }
+.card .crop { height: 160px; width: auto; float: right; margin-left: 8px; }
+.card .full { clear: both; margin-top: 6px; }
+.score { font-size: 18px; font-weight: 600; }
+.query { border-left: 4px solid #3c8cff; }
+.best { border-left: 4px solid #28c83c; }
+.none { color: #a00; font-size: 15px; }
+"""
+
+
+def _e(text):
+    return html.escape(str(text), quote=True)
+
+
+def page(query, matches, gallery, note=""):
+    """The page's HTML text.
+
+    ``query``: {"image", "box", "crop" (relative path of the crop thumbnail)}; ``matches``:
+    results.json's match dicts with ``where`` (image or frame, as text), ``thumb`` and ``crop``
+    (relative paths); ``gallery``: what was searched, as text.
+    """
+    cards = [
+        f'<div class="card query"><img class="crop" src="{_e(query["crop"])}" alt="query">'
+        f'<div class="score">query</div><div>{_e(query["image"])}</div>'
+        f"<div>box {_e(' '.join(f'{v:g}' for v in query['box']))}</div></div>"
+    ]
+    for n, m in enumerate(matches):
+        box = " ".join(f"{v:g}" for v in m["box"])
+        cards.append(
+            f'<div class="card{" best" if n == 0 else ""}">'
+            f'<img class="crop" src="{_e(m["crop"])}" alt="match {n + 1}">'
+            f'<div class="score">#{n + 1} &nbsp;{m["score"]:.3f}</div>'
+            f"<div>{_e(m['where'])}</div><div>box {_e(box)}</div>"
+            f"<div>detection {m['det_score']:.2f}</div>"
+            f'<a href="{_e(m["thumb"])}"><img class="full" src="{_e(m["thumb"])}" '
+            f'alt="{_e(m["where"])}"></a></div>'
+        )
+    empty = '<p class="none">No person was detected in the gallery.</p>' if not matches else ""
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>seqnet search: {_e(query['image'])}</title><style>{STYLE}</style></head>\n"
+        f"<body><h1>Person search: top {len(matches)}</h1>"
+        f'<div class="meta">gallery {_e(gallery)}{_e(note)} · score = cosine similarity to the '
+        f"query</div>{empty}\n"
+        f'<div class="grid">\n' + "\n".join(cards) + "\n</div></body></html>\n"
+    )
