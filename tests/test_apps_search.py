@@ -200,6 +200,7 @@ BAD_INPUTS = {
     "empty gallery": ({"--gallery": "@empty"}, "empty gallery: no images"),
     "no images in gallery": ({"--gallery": "@notes"}, "empty gallery: no images"),
     "unreadable gallery image": ({"--gallery": "@broken"}, "1 of 1 images missing or unreadable"),
+    "truncated gallery image": ({"--gallery": "@truncated"}, "cannot read image"),
     "missing gallery": ({"--gallery": "@nowhere"}, "gallery not found"),
     "one image as gallery": ({"--gallery": "@fake.jpg"}, "a folder of images or a video"),
     "undecodable video": (
@@ -215,10 +216,12 @@ BAD_INPUTS = {
 
 
 @pytest.fixture
-def bad_files(tmp_path):
+def bad_files(ws, tmp_path):
     inputs = tmp_path / "inputs"
-    for name in ("empty", "notes", "broken"):
+    for name in ("empty", "notes", "broken", "truncated"):
         (inputs / name).mkdir(parents=True)
+    jpeg = (ws / "gallery" / "s1.jpg").read_bytes()
+    (inputs / "truncated" / "s1.jpg").write_bytes(jpeg[: len(jpeg) // 3])  # fails mid-indexing
     (inputs / "notes" / "a.txt").write_text("not an image")
     (inputs / "broken" / "a.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     (inputs / "bad.mp4").write_bytes(b"\x00" * 64)

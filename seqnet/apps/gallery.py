@@ -28,9 +28,11 @@ class ImageGallery:
         return {str(p): _stat(p) for p in self.paths}
 
     def size_hint(self, keys):
+        """Frames in the units ``keys``, for the progress bar."""
         return len(keys)
 
     def frames(self, key, wanted=None):
+        """The image's one frame (``wanted`` is for videos)."""
         yield -1, 0.0, images.read_pil(key)
 
     def check(self):
@@ -50,6 +52,7 @@ class VideoGallery:
         return {str(self.path): _stat(self.path) + [self.every]}
 
     def size_hint(self, keys):
+        """Sampled frames, when the container says how many it holds (else None)."""
         return -(-video.frame_count(self.path) // self.every) or None
 
     def frames(self, key, wanted=None):
