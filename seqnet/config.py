@@ -84,6 +84,10 @@ _C.EVAL_PERIOD = 1  # evaluate every N epochs
 _C.EVAL_USE_GT = False  # evaluate search with GT boxes instead of detections (upper bound)
 _C.EVAL_USE_CACHE = False  # reuse the saved inference outputs in OUTPUT_DIR
 _C.EVAL_USE_CBGM = False  # rescore with Context Bipartite Graph Matching
+_C.EVAL_CBGM_K1 = 0  # ours: CBGM revisits the images of the top-k1 detections (0: CUHK 10, PRW 30)
+_C.EVAL_CBGM_K2 = 0  # ours: CBGM context, query image's first k2 detections (0: CUHK 3, PRW 4)
+_C.EVAL_DET_THRESH = 0.5  # ours: search uses gallery detections scoring at least this
+_C.EVAL_GALLERY_SIZES = [50, 100, 500, 1000, 2000, 4000, -1]  # ours: CUHK-SYSU; -1 = whole pool
 _C.CKPT_PERIOD = 1  # save a checkpoint every N epochs
 _C.DISP_PERIOD = 10  # log losses every N iterations
 _C.TF_BOARD = True  # write TensorBoard scalars
