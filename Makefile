@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# torch first: pinned to the builds on the local disk (another version downloads GBs)
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -q -e '.[test,tensorboard]'
+	$(BIN)/pip install -q -e '.[test,tensorboard,video]'
 	touch $(STAMP)
 
 venv: $(STAMP)
