@@ -34,7 +34,9 @@ def synth_gallery(rng, num_images, dets_per_image, num_people, cams=None):
     dets = np.c_[xy, xy + wh, rng.uniform(0.3, 1.0, n)].astype(np.float32)
     who = np.where(rng.random(n) < 0.3, rng.integers(0, num_people, n), -1)
     people = _unit(rng.standard_normal((num_people, DIM)))
-    feats = _unit(np.where(who[:, None] >= 0, people[who], 0) + 0.05 * rng.standard_normal((n, DIM)))
+    feats = _unit(
+        np.where(who[:, None] >= 0, people[who], 0) + 0.05 * rng.standard_normal((n, DIM))
+    )
     return counts, dets, feats, who, people
 
 
