@@ -47,8 +47,10 @@ def test_detection_numbers(gold, dataset, short):
         assert r["ap"] == pytest.approx(case["ap"], abs=1e-6)
 
 
+@pytest.mark.parametrize("dense", [0.0, 2.0], ids=["one-product", "image-by-image"])
 @pytest.mark.parametrize("dataset,short", CASES)
-def test_search_numbers_per_query(gold, dataset, short):
+def test_search_numbers_per_query(gold, dataset, short, dense, monkeypatch):
+    monkeypatch.setattr("seqnet.evaluation.search.DENSE_FRACTION", dense)  # both CUHK paths
     root, expected = gold
     out, gallery = _setup(root, dataset, short)
     for case in expected[dataset]["eval_search"]:

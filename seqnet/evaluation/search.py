@@ -19,6 +19,7 @@ from seqnet.evaluation.cbgm import cbgm_rescore
 
 TOPK = (1, 5, 10)
 CHUNK_ELEMENTS = 1 << 23  # similarities per chunk (32 MiB float32): bounds memory at any size
+DENSE_FRACTION = 0.05  # explicit galleries denser than this use one matrix product per chunk
 
 
 @dataclass
@@ -139,7 +140,18 @@ class _Chunk:
         within = np.arange(int(ends[-1]) if len(n) else 0) - np.repeat(ends - n, n)
         rq, rc = np.repeat(eq, n), np.repeat(ecol, n) + within
         self.det[rq, rc] = np.repeat(g.start[eimg], n) + within
-        # similarities image by image: each image's detections meet all queries that search it
+        if len(rq) > DENSE_FRACTION * len(qf) * len(g.image):  # large galleries: one product
+            dense = (torch.from_numpy(qf) @ torch.from_numpy(g.feats).T).numpy()
+            self.S[rq, rc] = dense[rq, self.det[rq, rc]]
+        else:
+            self._by_image(qf, eq, eimg, ecol)
+        keys = eq * len(g.count) + eimg
+        order = np.argsort(keys)
+        self._keys, self._cols = keys[order], ecol[order]
+
+    def _by_image(self, qf, eq, eimg, ecol):
+        """Small galleries: each image's detections meet only the queries that search it."""
+        g = self.gallery
         order = np.argsort(eimg, kind="stable")
         bounds = np.flatnonzero(np.r_[True, eimg[order][1:] != eimg[order][:-1], True])
         for a, b in zip(bounds[:-1], bounds[1:]):
@@ -148,9 +160,6 @@ class _Chunk:
             s, k = g.start[img], g.count[img]
             block = qf[eq[idx]] @ g.feats[s : s + k].T
             self.S[eq[idx, None], ecol[idx, None] + np.arange(k)] = block
-        keys = eq * len(g.count) + eimg
-        order = np.argsort(keys)
-        self._keys, self._cols = keys[order], ecol[order]
 
     def column(self, q, img):
         """Columns of (local query, image) pairs; -1 where the image is not in that gallery."""
