@@ -30,5 +30,11 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+demo: $(STAMP)
+	$(BIN)/python -m seqnet.apps.quickstart
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench_inference.py
+
 clean:
 	rm -rf $(VENV) output demo_output .pytest_cache

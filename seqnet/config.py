@@ -29,6 +29,7 @@ _C.INPUT.ASPECT_RATIO_GROUPING = False  # ours: batch images of like aspect rati
 # -------------------------------------------------------- solver ------------------------------- #
 _C.SOLVER = CN()
 _C.SOLVER.MAX_EPOCHS = 20  # training length in epochs
+_C.SOLVER.OPTIMIZER = "SGD"  # ours: SGD (the paper's) | AdamW (faster from random init)
 _C.SOLVER.BASE_LR = 0.003  # SGD learning rate for batch 5 (linear scaling rule otherwise)
 _C.SOLVER.WARMUP_FACTOR = 0.001  # warm-up starts at BASE_LR * this, linear over epoch 1
 _C.SOLVER.LR_DECAY_MILESTONES = [16]  # epochs after which the lr is multiplied by GAMMA
