@@ -63,7 +63,7 @@ class SeqRoIHeads(nn.Module):
     def embed(self, features, boxes):
         """Stage-2 features of given boxes: (reid-head features, embeddings, person logits)."""
         feats = self.reid_head(self.pool(features, boxes))
-        embeddings, logits = self.embedding_head(feats)
+        embeddings, logits = _fp32(self.embedding_head, feats)
         return feats, embeddings, logits
 
     def _decode_person(self, deltas, boxes, image_shapes):
@@ -85,7 +85,7 @@ class SeqRoIHeads(nn.Module):
         """
         counts = [len(p) for p in proposals]
         stage1 = self.box_head(self.pool(features, proposals))
-        class_logits, deltas = self.faster_rcnn_predictor(stage1["feat_res5"])
+        class_logits, deltas = _fp32(self.faster_rcnn_predictor, stage1["feat_res5"])
         scores = F.softmax(class_logits, -1)[:, 1].split(counts)
         boxes = self._decode_person(deltas, proposals, image_shapes)
         firsts = [self._filter(b, s) for b, s in zip(boxes, scores)]
@@ -96,7 +96,7 @@ class SeqRoIHeads(nn.Module):
         rois = boxes if context is None else [torch.cat([b, c]) for b, c in zip(boxes, context)]
         if sum(len(r) for r in rois):
             feats, embeddings, _ = self.embed(features, rois)
-            refined = self.box_predictor(feats["feat_res5"])
+            refined = _fp32(self.box_predictor, feats["feat_res5"])
         else:
             embeddings = features[0].new_zeros(0, self.embedding_head.dim)
             refined = features[0].new_zeros(0, 8)
@@ -172,12 +172,12 @@ class SeqRoIHeads(nn.Module):
         """The five RoI losses of SeqNet (SPEC: losses), unweighted."""
         rois, fg, _, reg_targets = self.sample(proposals, targets)
         stage1 = self.box_head(self.pool(features, rois))
-        class_logits, deltas = self.faster_rcnn_predictor(stage1["feat_res5"])
+        class_logits, deltas = _fp32(self.faster_rcnn_predictor, stage1["feat_res5"])
         boxes = [b.detach() for b in self._decode_person(deltas, rois, image_shapes)]
 
         boxes, box_fg, box_ids, box_reg_targets = self.sample(boxes, targets)
         feats, embeddings, logits = self.embed(features, boxes)
-        box_deltas = self.box_predictor(feats["feat_res5"])
+        box_deltas = _fp32(self.box_predictor, feats["feat_res5"])
         return {
             "loss_proposal_cls": F.cross_entropy(class_logits, fg.long()),
             "loss_proposal_reg": _person_box_loss(deltas, reg_targets, fg),
@@ -185,6 +185,18 @@ class SeqRoIHeads(nn.Module):
             "loss_box_reg": _person_box_loss(box_deltas, box_reg_targets, box_fg),
             "loss_box_reid": self.reid_loss(embeddings[box_fg], box_ids[box_fg]),
         }
+
+
+def _fp32(head, x):
+    """Run a small head in fp32 even under autocast: box deltas decoded in bf16 are off by
+    pixels, and the embedding's norm is the person logit."""
+    if isinstance(x, dict):
+        device = next(iter(x.values())).device.type
+        x = {k: v.float() for k, v in x.items()}
+    else:
+        device, x = x.device.type, x.float()
+    with torch.autocast(device, enabled=False):
+        return head(x)
 
 
 def _person_box_loss(deltas, targets, fg):
