@@ -45,6 +45,10 @@ _C.SOLVER.LW_BOX_CLS = 1.0  # loss weight: second-stage (norm-aware) classificat
 _C.SOLVER.LW_BOX_REID = 1.0  # loss weight: OIM re-identification
 _C.SOLVER.CLIP_GRADIENTS = 10.0  # max gradient norm; negative disables clipping
 
+_C.SOLVER.AMP = False  # ours: mixed precision (fp16 + GradScaler on CUDA, bf16 on the CPU)
+_C.SOLVER.ACCUM_STEPS = 1  # ours: batches per optimizer step (gradient accumulation)
+_C.SOLVER.NONFINITE = "stop"  # ours: on a NaN/inf loss, "stop" with a message or "skip" the step
+
 # -------------------------------------------------------- model -------------------------------- #
 _C.MODEL = CN()
 _C.MODEL.BACKBONE = "resnet50"  # ours: resnet18 | resnet34 | resnet50 | resnet101
@@ -90,6 +94,8 @@ _C.EVAL_CBGM_K2 = 0  # ours: CBGM context, query image's first k2 detections (0:
 _C.EVAL_DET_THRESH = 0.5  # ours: search uses gallery detections scoring at least this
 _C.EVAL_GALLERY_SIZES = [50, 100, 500, 1000, 2000, 4000, -1]  # ours: CUHK-SYSU; -1 = whole pool
 _C.CKPT_PERIOD = 1  # save a checkpoint every N epochs
+_C.CKPT_ITER_PERIOD = 0  # ours: also save every N iterations within an epoch (0: off)
+_C.CKPT_KEEP_LAST = 0  # ours: keep only the newest N checkpoints (0: keep all)
 _C.DISP_PERIOD = 10  # log losses every N iterations
 _C.TF_BOARD = True  # write TensorBoard scalars
 _C.DEVICE = "cuda"  # cuda | cpu (cuda falls back to cpu with a warning when absent)

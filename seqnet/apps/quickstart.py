@@ -49,7 +49,7 @@ def main(argv=None):
         sizes = [f"--{k.replace('_', '-')}={v}" for k, v in DATA.items()]
         _step("synthesise", ["synth", "--format", "cuhk-sysu", "--out", str(data), *sizes], timings)
     _step("train", ["train", "--cfg", args.cfg, *overrides], timings)
-    ckpt = train / f"epoch_{cfg.SOLVER.MAX_EPOCHS}.pth"
+    ckpt = train / f"epoch_{cfg.SOLVER.MAX_EPOCHS - 1}.pth"  # 0-based, as the release
     _step("evaluate", ["eval", "--cfg", args.cfg, "--ckpt", str(ckpt), *overrides], timings)
     metrics = json.loads((train / "metrics.json").read_text())
 

@@ -152,6 +152,8 @@ class _Chunk:
     def _by_image(self, qf, eq, eimg, ecol):
         """Small galleries: each image's detections meet only the queries that search it."""
         g = self.gallery
+        if not len(eimg):  # no gallery image of these queries kept a detection
+            return
         order = np.argsort(eimg, kind="stable")
         bounds = np.flatnonzero(np.r_[True, eimg[order][1:] != eimg[order][:-1], True])
         for a, b in zip(bounds[:-1], bounds[1:]):

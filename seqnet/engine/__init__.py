@@ -1,0 +1,1 @@
+"""Training: the paper's schedule, checkpoints that resume exactly, DDP and mixed precision."""
