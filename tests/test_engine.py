@@ -1,0 +1,218 @@
+"""Training: the schedule, checkpoints, resume after SIGKILL (bitwise), DDP memories, AMP, NaN."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from seqnet.config import load_cfg
+from seqnet.data.synth import generate
+from seqnet.engine import checkpoint as ckpt_io
+from seqnet.engine.schedule import lr_factor
+from seqnet.engine.train import train
+from seqnet.errors import SeqNetError
+
+TINY = """
+DEVICE: cpu
+TF_BOARD: False
+SEED: 3
+INPUT:
+  MIN_SIZE: 120
+  MAX_SIZE: 160
+  BATCH_SIZE_TRAIN: 2
+  BATCH_SIZE_TEST: 2
+  NUM_WORKERS_TRAIN: 0
+  NUM_WORKERS_TEST: 0
+SOLVER:
+  MAX_EPOCHS: 2
+  LR_DECAY_MILESTONES: [1]
+CKPT_ITER_PERIOD: 2
+EVAL_PERIOD: 1
+EVAL_GALLERY_SIZES: [50]
+MODEL:
+  BACKBONE: resnet18
+  RPN: {PRE_NMS_TOPN_TRAIN: 200, POST_NMS_TOPN_TRAIN: 50, PRE_NMS_TOPN_TEST: 100,
+        POST_NMS_TOPN_TEST: 30}
+  ROI_HEAD: {BATCH_SIZE_TRAIN: 16, POOL_SIZE: 7}
+  LOSS: {LUT_SIZE: 4, CQ_SIZE: 8}
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """(config path, data root): 8 training images, 4 identities, 120x160 pixels."""
+    root = tmp_path_factory.mktemp("engine")
+    data = generate("cuhk-sysu", root / "data", seed=0, train_images=8, test_images=6,
+                    train_ids=4, test_ids=2, people=3, size=(120, 160), cameras=2)  # fmt: skip
+    cfg = root / "tiny.yaml"
+    cfg.write_text(TINY.replace("INPUT:\n", f"INPUT:\n  DATA_ROOT: {data}\n"))
+    return cfg, data
+
+
+def _train(cfg, out, *extra, kill_at=None):
+    env = {**os.environ, "SEQNET_KILL_AT": kill_at or ""}
+    argv = [
+        sys.executable,
+        "-m",
+        "seqnet",
+        "train",
+        "--cfg",
+        str(cfg),
+        *extra,
+        "OUTPUT_DIR",
+        str(out),
+    ]
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny, tmp_path_factory):
+    out = tmp_path_factory.mktemp("full")
+    run = _train(tiny[0], out)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return out
+
+
+def _weights(path):
+    return torch.load(path, weights_only=True)["model"]
+
+
+def test_schedule():
+    f = lambda it: lr_factor(it, 10, 0.001, [2, 3], 0.5)  # noqa: E731
+    assert f(0) == pytest.approx(0.001)
+    assert f(9) == pytest.approx(1.0)  # warm-up over the whole first epoch
+    assert f(5) == pytest.approx(0.001 + (1 - 0.001) * 5 / 9)
+    assert f(10) == f(19) == 1.0
+    assert f(20) == 0.5 and f(30) == 0.25 and f(45) == 0.25  # GAMMA at each milestone
+
+
+def test_checkpoint_contents(uninterrupted):
+    names = sorted(p.name for p in uninterrupted.glob("epoch_*.pth"))
+    assert names == ["epoch_0.pth", "epoch_0_iter_2.pth", "epoch_1.pth", "epoch_1_iter_2.pth"]
+    state = torch.load(uninterrupted / "epoch_1.pth", weights_only=True)
+    assert {"model", "optimizer", "lr_scheduler", "epoch", "iteration", "rng", "scaler"} <= set(
+        state
+    )
+    assert state["epoch"] == 1 and state["iteration"] == 8
+    assert (
+        int(state["model"]["roi_heads.reid_loss.cq_ptr"]) > 0
+        or state["model"]["roi_heads.reid_loss.cq"].abs().sum() > 0
+    )
+    assert state["lr_scheduler"]["last_epoch"] == 8
+    assert (uninterrupted / "config.yaml").is_file() and (uninterrupted / "metrics.json").is_file()
+    assert not list(uninterrupted.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("kill_at", ["step:5", "save:epoch_0.pth", "eval:0"])
+def test_resume_after_sigkill_is_bitwise_identical(tiny, uninterrupted, tmp_path, kill_at):
+    killed = _train(tiny[0], tmp_path, kill_at=kill_at)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert not (tmp_path / "epoch_1.pth").exists()
+    resumed = _train(tiny[0], tmp_path, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    want, got = _weights(uninterrupted / "epoch_1.pth"), _weights(tmp_path / "epoch_1.pth")
+    assert want.keys() == got.keys()
+    for key in want:
+        assert torch.equal(want[key], got[key]), key
+
+
+def test_resume_skips_a_corrupt_newest_checkpoint(uninterrupted, tmp_path, caplog):
+    for name in ("epoch_0.pth", "epoch_1.pth"):
+        shutil.copy(uninterrupted / name, tmp_path / name)
+    newest = tmp_path / "epoch_1.pth"
+    newest.write_bytes(newest.read_bytes()[:5000])
+    assert ckpt_io.newest_readable(tmp_path) == tmp_path / "epoch_0.pth"
+    assert "falling back" in caplog.text
+    newest.unlink()
+    (tmp_path / "epoch_0.pth").unlink()
+    with pytest.raises(SeqNetError, match="no readable checkpoint"):
+        ckpt_io.newest_readable(tmp_path)
+
+
+def test_bf16_training_step_on_cpu(tiny, tmp_path):
+    cfg = load_cfg(tiny[0], ["OUTPUT_DIR", str(tmp_path), "SOLVER.AMP", "True",
+                             "SOLVER.MAX_EPOCHS", "1", "CKPT_ITER_PERIOD", "0"])  # fmt: skip
+    train(cfg)
+    state = torch.load(tmp_path / "epoch_0.pth", weights_only=True)
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def _poison_box_reg(monkeypatch):
+    from seqnet.modeling.roi_heads import SeqRoIHeads
+
+    losses = SeqRoIHeads.losses
+
+    def poisoned(self, *args):
+        out = losses(self, *args)
+        out["loss_box_reg"] = out["loss_box_reg"] * float("nan")
+        return out
+
+    monkeypatch.setattr(SeqRoIHeads, "losses", poisoned)
+
+
+def test_nonfinite_loss_stops_with_its_name(tiny, tmp_path, monkeypatch):
+    _poison_box_reg(monkeypatch)
+    cfg = load_cfg(tiny[0], ["OUTPUT_DIR", str(tmp_path), "SOLVER.MAX_EPOCHS", "1"])
+    with pytest.raises(SeqNetError, match="non-finite loss_box_reg at iteration 0"):
+        train(cfg)
+    assert not list(tmp_path.glob("epoch_*.pth"))
+
+
+def test_nonfinite_loss_can_skip_the_step(tiny, tmp_path, monkeypatch):
+    _poison_box_reg(monkeypatch)
+    cfg = load_cfg(tiny[0], ["OUTPUT_DIR", str(tmp_path), "SOLVER.MAX_EPOCHS", "1",
+                             "SOLVER.NONFINITE", "skip", "EVAL_PERIOD", "5"])  # fmt: skip
+    from seqnet.modeling import build_model
+
+    torch.manual_seed(cfg.SEED)
+    initial = build_model(cfg, load_imagenet=False).state_dict()
+    train(cfg)
+    final = torch.load(tmp_path / "epoch_0.pth", weights_only=True)["model"]
+    assert torch.equal(
+        final["backbone.layer1.0.conv1.weight"], initial["backbone.layer1.0.conv1.weight"]
+    )
+
+
+def _ddp_worker(rank, world, store, out):
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from tests.tiny import tiny_batch, tiny_model
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    model = tiny_model().train()
+    net = DistributedDataParallel(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=0.003, momentum=0.9)
+    images, targets = tiny_batch(seed=rank)  # each rank its own images
+    totals, equal = [], []
+    for _ in range(6):
+        torch.manual_seed(100 + rank)
+        loss = sum(net(images, targets).values())
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 10.0)
+        opt.step()
+        totals.append(loss.item())
+        oim = model.roi_heads.reid_loss
+        memory = torch.cat([oim.lut.flatten(), oim.cq.flatten(), oim.cq_ptr.reshape(1).float()])
+        gathered = [torch.empty_like(memory) for _ in range(world)]
+        dist.all_gather(gathered, memory)
+        equal.append(all(torch.equal(gathered[0], g) for g in gathered))
+    torch.save({"totals": totals, "equal": equal}, Path(out) / f"rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+@pytest.mark.distributed
+def test_two_process_gloo_training_shares_the_oim_memory(tmp_path):
+    mp.spawn(_ddp_worker, args=(2, tmp_path / "store", tmp_path), nprocs=2, join=True)
+    for rank in range(2):
+        result = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        assert all(result["equal"]), result["equal"]  # same memory on every rank, every step
+        assert result["totals"][-1] < result["totals"][0], result["totals"]
