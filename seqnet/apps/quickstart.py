@@ -22,7 +22,7 @@ from seqnet.data import load_cuhk_protocol, load_split
 log = logging.getLogger("seqnet.quickstart")
 
 # The synthetic benchmark: sizes only; the generator's difficulty is its own.
-DATA = dict(seed=0, train_images=600, test_images=150, train_ids=200, test_ids=30)
+DATA = dict(seed=0, train_images=400, test_images=150, train_ids=80, test_ids=30)
 QUERIES = 3  # test queries rendered as pictures
 
 
@@ -48,9 +48,8 @@ def main(argv=None):
         shutil.rmtree(data, ignore_errors=True)
         sizes = [f"--{k.replace('_', '-')}={v}" for k, v in DATA.items()]
         _step("synthesise", ["synth", "--format", "cuhk-sysu", "--out", str(data), *sizes], timings)
-    _step("train", ["train", "--cfg", args.cfg, *overrides], timings)
+    _step("train and evaluate", ["train", "--cfg", args.cfg, *overrides], timings)
     ckpt = train / f"epoch_{cfg.SOLVER.MAX_EPOCHS - 1}.pth"  # 0-based, as the release
-    _step("evaluate", ["eval", "--cfg", args.cfg, "--ckpt", str(ckpt), *overrides], timings)
     metrics = json.loads((train / "metrics.json").read_text())
 
     gallery = _gallery_folder(cfg, out / "gallery")
