@@ -7,14 +7,14 @@ import pytest
 import scipy.io
 import torch
 from PIL import Image
-from torch.utils.data import DistributedSampler
 
 from seqnet.config import get_default_cfg
-from seqnet.data import build_test_loader, build_train_loader, mat5
-from seqnet.data.loader import GroupedBatchSampler, RecordDataset
+from seqnet.data import build_test_loader, mat5
+from seqnet.data.loader import RecordDataset
 from seqnet.data.records import make_record
 from seqnet.data.synth_write import struct
 from seqnet.data.transforms import hflip
+from seqnet.engine.data_order import EpochBatches, build_loader
 from seqnet.errors import SeqNetError
 
 
@@ -52,34 +52,65 @@ def test_item_and_test_loader(tmp_path):
     assert [t["img_name"] for b in batches for t in b[1]] == ["0.jpg", "1.jpg", "2.jpg"]
 
 
-def test_train_loader_flips_half_and_accepts_a_distributed_sampler(tmp_path):
-    records = _records(tmp_path, [(40, 30)] * 8)
+def _train_loader(records, batch, world_size=1, rank=0, grouping=False, workers=0):
     cfg = get_default_cfg()
-    cfg.INPUT.NUM_WORKERS_TRAIN, cfg.INPUT.BATCH_SIZE_TRAIN = 0, 4
-    torch.manual_seed(0)
-    x1 = [
-        t["boxes"][0, 0].item()
-        for _ in range(5)
-        for _, ts in build_train_loader(cfg, records)
-        for t in ts
-    ]
+    cfg.INPUT.NUM_WORKERS_TRAIN, cfg.INPUT.BATCH_SIZE_TRAIN = workers, batch
+    cfg.INPUT.ASPECT_RATIO_GROUPING = grouping
+    return build_loader(cfg, records, rank, world_size)
+
+
+def test_train_loader_flips_half_by_epoch_and_position(tmp_path):
+    records = _records(tmp_path, [(40, 30)] * 8)
+    loader, batches = _train_loader(records, 4)
+
+    def first_boxes(epoch):
+        batches.set_epoch(epoch)
+        return [t["boxes"][0, 0].item() for _, ts in loader for t in ts]
+
+    x1 = [x for epoch in range(5) for x in first_boxes(epoch)]
     assert set(x1) == {1.0, 29.0} and 0.3 < x1.count(29.0) / len(x1) < 0.7
-    sampler = DistributedSampler(range(8), num_replicas=2, rank=1, shuffle=False)
-    loader = build_train_loader(cfg, records, sampler=sampler)
-    assert [len(images) for images, _ in loader] == [4]
+    assert first_boxes(3) == first_boxes(3) and first_boxes(3) != first_boxes(4)
+
+
+def test_persistent_workers_see_each_epoch(tmp_path):
+    records = _records(tmp_path, [(40, 30)] * 6)
+    seen = {}
+    for workers in (0, 1):
+        loader, batches = _train_loader(records, 3, workers=workers)
+        seen[workers] = []
+        for epoch in range(3):
+            batches.set_epoch(epoch)
+            seen[workers] += [t["boxes"][0, 0].item() for _, ts in loader for t in ts]
+    assert seen[0] == seen[1]
+
+
+def test_train_batches_shard_like_a_distributed_sampler(tmp_path):
+    records = _records(tmp_path, [(40, 30)] * 7)
+    shards = []
+    for rank in range(2):
+        _, batches = _train_loader(records, 2, world_size=2, rank=rank)
+        batches.set_epoch(1)
+        shards.append([i for batch in batches for _, i in batch])
+    assert len(shards[0]) == len(shards[1]) == 4  # 7 images padded to 8
+    assert set(shards[0] + shards[1]) == set(range(7))
+    batches.set_epoch(1, start=1)  # a resumed epoch starts at its next batch
+    assert [i for batch in batches for _, i in batch] == shards[1][2:]
 
 
 def test_aspect_ratio_grouping(tmp_path):
     records = _records(tmp_path, [(40, 30), (30, 40), (40, 30), (30, 40), (40, 30)])
-    cfg = get_default_cfg()
-    cfg.INPUT.NUM_WORKERS_TRAIN, cfg.INPUT.BATCH_SIZE_TRAIN = 0, 2
-    cfg.INPUT.ASPECT_RATIO_GROUPING = True
-    loader = build_train_loader(cfg, records)
-    batches = [[im.shape[1] > im.shape[2] for im in images] for images, _ in loader]
-    assert all(len(set(b)) == 1 for b in batches) and sum(map(len, batches)) == 5
-    assert len(loader.batch_sampler) == 3 == len(batches)
-    sampler = GroupedBatchSampler(range(4), np.array([0, 1, 0, 1]), 3)
-    assert list(sampler) == [[0, 2], [1, 3]]
+    loader, batches = _train_loader(records, 2, grouping=True)
+    shapes = [[im.shape[1] > im.shape[2] for im in images] for images, _ in loader]
+    assert all(len(set(b)) == 1 for b in shapes) and sum(map(len, shapes)) == 5
+    assert len(batches) == 3 == len(shapes)
+    # Two ranks, three images each: {1, 2, 3} makes 3 batches of 2, {0, 0, 0} only 2.
+    groups, uneven = np.array([0, 1, 2, 3, 0, 0]), 0
+    for seed in range(40):
+        ranks = [EpochBatches(6, 2, seed, rank, 2, groups) for rank in range(2)]
+        assert len(ranks[0]) == len(ranks[1])  # as many steps on every rank (DDP would hang)
+        own = [r._group([i for b in r._batches() for _, i in b][:3]) for r in ranks]
+        uneven += len(own[0]) != len(own[1])
+    assert uneven  # some epochs needed the repeated batches
 
 
 def test_loader_checks_images_first(tmp_path):

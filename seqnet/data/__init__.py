@@ -4,7 +4,7 @@ Records and the identity convention: ``seqnet.data.records`` and ``seqnet.identi
 """
 
 from seqnet.data import cuhk_sysu, json_format, prw
-from seqnet.data.loader import build_test_loader, build_train_loader
+from seqnet.data.loader import build_test_loader
 from seqnet.data.records import check_images, check_lut_size, describe
 from seqnet.errors import SeqNetError
 
@@ -12,8 +12,8 @@ DATASETS = {"CUHK-SYSU": cuhk_sysu, "PRW": prw, "JSON": json_format}
 SPLITS = ("train", "gallery", "query")
 
 __all__ = [
-    "DATASETS", "build_test_loader", "build_train_loader", "check_images", "check_lut_size",
-    "describe", "load_cuhk_protocol", "load_queries", "load_split",
+    "DATASETS", "build_test_loader", "check_images", "check_lut_size", "describe",
+    "load_cuhk_protocol", "load_queries", "load_split",
 ]  # fmt: skip
 
 

@@ -1,17 +1,17 @@
-"""Torch datasets and DataLoaders over records: detection collate, flips, aspect-ratio batches.
+"""Torch datasets over records, the detection collate and the inference DataLoader.
 
 An item is ``(image, target)``: image float32 3 x H x W RGB in [0, 1]; target ``{"boxes":
 float32 n x 4 x1y1x2y2, "labels": int64 n (training index or UNLABELED), "img_name": str}``.
-Resizing and normalisation belong to the model (one place for training and inference).
+Resizing and normalisation belong to the model (one place for training and inference). The
+training loader, with its resumable order and flips, is ``seqnet.engine.data_order``.
 """
 
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader, Dataset, SequentialSampler
 
 from seqnet.data.records import check_images
-from seqnet.data.transforms import RandomHorizontalFlip
 from seqnet.identities import UNLABELED
 
 
@@ -23,10 +23,10 @@ def read_image(path):
 
 
 class RecordDataset(Dataset):
-    """Images and targets of a list of records; ``transform(image, target)`` applied if given."""
+    """Images and targets of a list of records."""
 
-    def __init__(self, records, transform=None):
-        self.records, self.transform = records, transform
+    def __init__(self, records):
+        self.records = records
 
     def __len__(self):
         return len(self.records)
@@ -39,8 +39,7 @@ class RecordDataset(Dataset):
             "labels": torch.as_tensor(labels, dtype=torch.int64),
             "img_name": r["img_name"],
         }
-        image = read_image(r["img_path"])
-        return self.transform(image, target) if self.transform else (image, target)
+        return read_image(r["img_path"]), target
 
 
 def collate(batch):
@@ -56,54 +55,6 @@ def aspect_groups(records):
             w, h = im.size
         groups.append(0 if w >= h else 1)
     return np.array(groups)
-
-
-class GroupedBatchSampler(BatchSampler):
-    """Batches drawn from ``sampler`` whose images share an aspect group (less padding).
-
-    Leftovers of each group are yielded at the end, so every index appears once per epoch.
-    """
-
-    def __init__(self, sampler, groups, batch_size):
-        super().__init__(sampler, batch_size, drop_last=False)
-        self.groups = groups
-
-    def __iter__(self):
-        buckets = {}
-        for i in self.sampler:
-            bucket = buckets.setdefault(self.groups[i], [])
-            bucket.append(i)
-            if len(bucket) == self.batch_size:
-                yield bucket[:]
-                bucket.clear()
-        yield from (b for b in buckets.values() if b)
-
-    def __len__(self):
-        counts = np.bincount(self.groups[list(self.sampler)]) if len(self.groups) else []
-        return int(sum((c + self.batch_size - 1) // self.batch_size for c in counts))
-
-
-def build_train_loader(cfg, records, sampler=None, generator=None):
-    """Training DataLoader: flip 0.5, INPUT.BATCH_SIZE_TRAIN, INPUT.NUM_WORKERS_TRAIN.
-
-    ``sampler``: e.g. a DistributedSampler (default: random); call its ``set_epoch`` yourself.
-    Images are checked up front: a missing or unreadable one fails before training starts.
-    """
-    check_images(records)
-    dataset = RecordDataset(records, RandomHorizontalFlip(0.5))
-    sampler = sampler if sampler is not None else RandomSampler(dataset, generator=generator)
-    batch = cfg.INPUT.BATCH_SIZE_TRAIN
-    if cfg.INPUT.ASPECT_RATIO_GROUPING:
-        batch_sampler = GroupedBatchSampler(sampler, aspect_groups(records), batch)
-    else:
-        batch_sampler = BatchSampler(sampler, batch, drop_last=False)
-    return DataLoader(
-        dataset,
-        batch_sampler=batch_sampler,
-        collate_fn=collate,
-        num_workers=cfg.INPUT.NUM_WORKERS_TRAIN,
-        generator=generator,
-    )
 
 
 def build_test_loader(cfg, records, sampler=None):

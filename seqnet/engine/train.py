@@ -72,7 +72,7 @@ def train(cfg, resume=False, ckpt=None):
     _seed_everything(cfg.SEED)
     model = build_model(cfg, load_imagenet=not resume).to(device)
     optimizer = build_optimizer(cfg, model)
-    loader, batches, flips = build_loader(cfg, records, rank, world)
+    loader, batches = build_loader(cfg, records, rank, world)
     iters_per_epoch = len(batches) // cfg.SOLVER.ACCUM_STEPS
     if iters_per_epoch == 0:
         raise SeqNetError("fewer batches in an epoch than SOLVER.ACCUM_STEPS")
@@ -109,7 +109,6 @@ def train(cfg, resume=False, ckpt=None):
                 else 0
             )
             batches.set_epoch(epoch, first * cfg.SOLVER.ACCUM_STEPS)
-            flips.epoch = epoch
             done = _train_epoch(cfg, net, model, loader, optimizer, scheduler, amp, epoch, first,
                                 iters_per_epoch, stop, writer, rank, world, out)  # fmt: skip
             if not done:  # stopped by Ctrl-C: the checkpoint is written
