@@ -34,6 +34,7 @@ _C.SOLVER.BASE_LR = 0.003  # SGD learning rate for batch 5 (linear scaling rule 
 _C.SOLVER.WARMUP_FACTOR = 0.001  # warm-up starts at BASE_LR * this, linear over epoch 1
 _C.SOLVER.LR_DECAY_MILESTONES = [16]  # epochs after which the lr is multiplied by GAMMA
 _C.SOLVER.GAMMA = 0.1  # lr decay factor at each milestone
+_C.SOLVER.LR_SCHEDULE = "step"  # ours: step (the paper's milestones) | cosine (to 0, no milestones)
 _C.SOLVER.WEIGHT_DECAY = 0.0005  # SGD weight decay
 _C.SOLVER.SGD_MOMENTUM = 0.9  # SGD momentum
 _C.SOLVER.LW_RPN_REG = 1.0  # loss weight: RPN box regression
@@ -53,6 +54,7 @@ _C.SOLVER.NONFINITE = "stop"  # ours: on a NaN/inf loss, "stop" with a message o
 _C.MODEL = CN()
 _C.MODEL.BACKBONE = "resnet50"  # ours: resnet18 | resnet34 | resnet50 | resnet101
 _C.MODEL.BACKBONE_WEIGHTS = ""  # ours: local ImageNet weights (torchvision state dict); "" = cache
+_C.MODEL.FREEZE_STEM = True  # ours: conv1 and bn1's affine parameters do not train (the paper)
 _C.MODEL.RPN = CN()
 _C.MODEL.RPN.NMS_THRESH = 0.7  # NMS IoU over proposals
 _C.MODEL.RPN.BATCH_SIZE_TRAIN = 256  # anchors sampled per image for the RPN losses

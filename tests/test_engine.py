@@ -1,5 +1,6 @@
 """Training: the schedule, checkpoints, resume after SIGKILL (bitwise), DDP memories, AMP, NaN."""
 
+import math
 import os
 import shutil
 import subprocess
@@ -13,7 +14,7 @@ import torch.multiprocessing as mp
 from seqnet.config import load_cfg
 from seqnet.data.synth import generate
 from seqnet.engine import checkpoint as ckpt_io
-from seqnet.engine.schedule import lr_factor
+from seqnet.engine.schedule import build_scheduler, lr_factor
 from seqnet.engine.train import train
 from seqnet.errors import SeqNetError
 
@@ -89,6 +90,19 @@ def test_schedule():
     assert f(5) == pytest.approx(0.001 + (1 - 0.001) * 5 / 9)
     assert f(10) == f(19) == 1.0
     assert f(20) == 0.5 and f(30) == 0.25 and f(45) == 0.25  # GAMMA at each milestone
+
+
+def test_cosine_schedule():
+    f = lambda it: lr_factor(it, 10, 0.1, [2], 0.5, cosine_iters=40)  # noqa: E731
+    assert f(0) == pytest.approx(0.1)  # the same warm-up, on top of the cosine
+    assert f(9) == pytest.approx(0.5 * (1 + math.cos(math.pi * 9 / 40)))
+    assert f(20) == pytest.approx(0.5)  # halfway; milestones are ignored
+    assert f(30) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.75)))
+    assert f(40) == pytest.approx(0.0, abs=1e-12) and f(45) == pytest.approx(0.0, abs=1e-12)
+    cfg = load_cfg(None, ["SOLVER.LR_SCHEDULE", "linear"])
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    with pytest.raises(SeqNetError, match="LR_SCHEDULE"):
+        build_scheduler(cfg, optimizer, 10)
 
 
 def test_checkpoint_contents(uninterrupted):

@@ -24,6 +24,13 @@ def test_seven_finite_losses_and_backward():
     assert model.backbone.conv1.weight.grad is None  # the stem is frozen
 
 
+def test_unfrozen_stem_trains():
+    model = tiny_model("MODEL.FREEZE_STEM", "False").train()
+    sum(model(*tiny_batch()).values()).backward()
+    stem = [model.backbone.conv1.weight, model.backbone.bn1.weight, model.backbone.bn1.bias]
+    assert all(p.requires_grad and p.grad is not None and p.grad.abs().sum() > 0 for p in stem)
+
+
 def test_loss_weights_apply():
     base = tiny_model(seed=0).train()
     torch.manual_seed(5)

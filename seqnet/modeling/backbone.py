@@ -81,8 +81,9 @@ def _imagenet_state_dict(name, weights_path):
     return None
 
 
-def build_resnet(name="resnet50", weights_path="", load_imagenet=True):
-    """(Backbone, Res5Head) of a torchvision ResNet, stem frozen as in the paper."""
+def build_resnet(name="resnet50", weights_path="", load_imagenet=True, freeze_stem=True):
+    """(Backbone, Res5Head) of a torchvision ResNet; by default the stem is frozen, as in the
+    paper (its ImageNet filters are kept). From random init a frozen stem stays random."""
     if name not in RESNETS:
         raise SeqNetError(f"MODEL.BACKBONE {name!r} is not one of {', '.join(RESNETS)}")
     resnet = getattr(torchvision.models, name)(weights=None)
@@ -93,8 +94,7 @@ def build_resnet(name="resnet50", weights_path="", load_imagenet=True):
                 resnet.load_state_dict(sd)
             except RuntimeError as e:
                 raise SeqNetError(f"ImageNet weights do not fit {name}: {e}") from None
-    # The stem's conv and affine BN parameters do not train (as in the release).
-    resnet.conv1.weight.requires_grad_(False)
-    resnet.bn1.weight.requires_grad_(False)
-    resnet.bn1.bias.requires_grad_(False)
+    if freeze_stem:  # the stem's conv and affine BN parameters do not train (as the release)
+        for p in (resnet.conv1.weight, resnet.bn1.weight, resnet.bn1.bias):
+            p.requires_grad_(False)
     return Backbone(resnet), Res5Head(resnet.layer4)

@@ -22,7 +22,7 @@ def build_model(cfg, load_imagenet=True):
     """SeqNet as configured. ``load_imagenet=False`` skips the backbone's ImageNet weights
     (and their warning) when a trained checkpoint is loaded next."""
     m = cfg.MODEL
-    backbone, box_head = build_resnet(m.BACKBONE, m.BACKBONE_WEIGHTS, load_imagenet)
+    backbone, box_head = build_resnet(m.BACKBONE, m.BACKBONE_WEIGHTS, load_imagenet, m.FREEZE_STEM)
     reid_head = copy.deepcopy(box_head)  # same initialisation, trained separately
 
     anchors = AnchorGenerator(sizes=((32, 64, 128, 256, 512),), aspect_ratios=((0.5, 1.0, 2.0),))
