@@ -6,11 +6,11 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
-from torchvision.ops import RoIAlign
 
 from seqnet.modeling.backbone import build_resnet
 from seqnet.modeling.heads import BBoxRegressor, NormAwareEmbedding
 from seqnet.modeling.oim import OIMLoss
+from seqnet.modeling.roi_align import RoIAlign
 from seqnet.modeling.roi_heads import SeqRoIHeads
 from seqnet.modeling.seqnet import SeqNet
 

@@ -1,13 +1,14 @@
 """A faster copy of a trained SeqNet for inference, at parity with the original function.
 
-Three changes, each measured on the golden weights (2 CPU threads, ``bench/bench_inference.py``):
+Two changes, each measured on the golden weights (2 CPU threads, ``bench/bench_inference.py``):
 
 - every BatchNorm2d is folded into the convolution before it (a frozen BN is an affine map;
   folding removes a full pass over each feature map): ~20% on the backbone and layer4;
 - convolution weights and inputs use the channels-last memory format, which oneDNN runs
-  much faster on CPUs (and which suits tensor cores on GPUs): another ~1.4x;
-- torchvision's CPU RoIAlign runs on one thread: the RoIs are split across threads (the
-  result is the same, RoI by RoI): ~1.5x on that stage with 2 threads.
+  much faster on CPUs (and which suits tensor cores on GPUs): another ~1.4x.
+
+RoIAlign runs across threads in the model itself (``seqnet.modeling.roi_align``), for
+training as well.
 
 Optional faster modes (``INFERENCE.PRECISION`` bf16 / fp16, ``INFERENCE.COMPILE``) run only the
 convolutional parts in low precision or compiled; box regression, scores and embeddings stay
@@ -19,13 +20,10 @@ for that and call this again after the weights change.
 """
 
 import copy
-import functools
-from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
-from torchvision.ops._utils import convert_boxes_to_roi_format
 
 from seqnet.errors import SeqNetError
 
@@ -43,28 +41,6 @@ def fold_batchnorm(module):
             down[0] = fuse_conv_bn_eval(down[0], down[1])
             down[1] = nn.Identity()
     return module
-
-
-class ThreadedRoIAlign(nn.Module):
-    """Run a CPU RoIAlign on chunks of the RoIs in parallel threads (the op frees the GIL)."""
-
-    def __init__(self, roi_align, threads):
-        super().__init__()
-        self.roi_align = roi_align
-        self.threads = threads
-
-    def forward(self, features, boxes):
-        rois = convert_boxes_to_roi_format(boxes) if isinstance(boxes, list) else boxes
-        if self.threads < 2 or features.is_cuda or len(rois) < 2 * self.threads:
-            return self.roi_align(features, rois)
-        chunks = rois.chunk(self.threads)
-        pool = _executor(self.threads)
-        return torch.cat(list(pool.map(lambda r: self.roi_align(features, r), chunks)))
-
-
-@functools.cache
-def _executor(threads):
-    return ThreadPoolExecutor(threads, thread_name_prefix="roi_align")
 
 
 class Autocast(nn.Module):
@@ -93,8 +69,8 @@ PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def optimize_for_inference(model, precision="fp32", compile=False):
-    """An eval-mode copy of ``model``: BatchNorm folded, channels-last convolutions, RoIAlign
-    across threads; optionally low-precision or compiled convolutional parts."""
+    """An eval-mode copy of ``model``: BatchNorm folded, channels-last convolutions;
+    optionally low-precision or compiled convolutional parts."""
     if precision not in PRECISIONS:
         raise SeqNetError(f"INFERENCE.PRECISION {precision!r} is not one of {list(PRECISIONS)}")
     device = next(model.parameters()).device
@@ -102,7 +78,6 @@ def optimize_for_inference(model, precision="fp32", compile=False):
         raise SeqNetError("INFERENCE.PRECISION fp16 needs a CUDA device; use bf16 on the CPU")
     fast = copy.deepcopy(model).eval().requires_grad_(False)
     heads = fast.roi_heads
-    heads.box_roi_pool = ThreadedRoIAlign(heads.box_roi_pool, torch.get_num_threads())
     convolutional = [
         (fast, "backbone"),
         (fast.rpn, "head"),

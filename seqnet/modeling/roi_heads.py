@@ -57,8 +57,7 @@ class SeqRoIHeads(nn.Module):
     # ------------------------------------------------------------------ shared pieces ---- #
     def pool(self, features, boxes):
         """RoIAlign each image's boxes on its own (1, C, H, W) map; (sum N_i, C, 14, 14)."""
-        pooled = [self.box_roi_pool(f, [b]) for f, b in zip(features, boxes)]
-        return torch.cat(pooled) if len(pooled) > 1 else pooled[0]
+        return self.box_roi_pool(features, boxes)
 
     def embed(self, features, boxes):
         """Stage-2 features of given boxes: (reid-head features, embeddings, person logits)."""

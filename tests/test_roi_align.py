@@ -1,0 +1,53 @@
+"""Our threaded RoIAlign gives torchvision's values and gradients, whatever the split."""
+
+import pytest
+import torch
+from torchvision.ops import roi_align
+
+from seqnet.modeling.roi_align import RoIAlign
+
+
+def _boxes(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(n, 2, generator=g) * 200
+    wh = torch.rand(n, 2, generator=g) * 100 + 4
+    return torch.cat([xy, xy + wh], 1)
+
+
+def _reference(features, boxes):
+    return torch.cat([roi_align(f, [b], 7, 1 / 16, 2) for f, b in zip(features, boxes)])
+
+
+@pytest.mark.parametrize("counts", [[40], [16, 0, 9, 16], [0]])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_values_and_gradients_match_torchvision(counts, threads):
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        g = torch.Generator().manual_seed(0)
+        maps = [torch.randn(1, 8, 15 + i, 20, generator=g) for i in range(len(counts))]
+        boxes = [_boxes(n, i) for i, n in enumerate(counts)]
+        results = []
+        for fn in (_reference, RoIAlign(7, 1 / 16, 2)):
+            features = [m.clone().requires_grad_() for m in maps]
+            out = fn(features, boxes)
+            out.backward(torch.linspace(-1, 1, out.numel()).reshape(out.shape))
+            results.append((out, [f.grad for f in features]))
+        (ref, ref_grads), (ours, grads) = results
+        assert ours.shape == ref.shape == (sum(counts), 8, 7, 7)
+        assert torch.equal(ours, ref)
+        for a, b in zip(grads, ref_grads):
+            assert torch.allclose(a, b, atol=1e-5)
+    finally:
+        torch.set_num_threads(old)
+
+
+def test_low_precision_maps_pool_in_fp32():
+    maps = [torch.randn(1, 8, 15, 20).bfloat16().requires_grad_()]
+    boxes = [_boxes(12, 0)]
+    out = RoIAlign(7, 1 / 16, 2)(maps, boxes)
+    assert out.dtype == torch.bfloat16
+    ref = roi_align(maps[0].float(), boxes, 7, 1 / 16, 2).bfloat16()
+    assert torch.equal(out, ref)
+    out.float().sum().backward()
+    assert maps[0].grad.dtype == torch.bfloat16
