@@ -1,0 +1,51 @@
+"""``make demo`` (seqnet.apps.quickstart) end to end, shrunk: synthesise, train, evaluate,
+search and draw, with the summary that the README quotes."""
+
+import json
+
+from PIL import Image
+
+from seqnet.apps import quickstart
+
+TINY = """
+DEVICE: cpu
+TF_BOARD: False
+EVAL_PERIOD: 100
+EVAL_GALLERY_SIZES: [50, 100]
+INPUT: {MIN_SIZE: 120, MAX_SIZE: 160, BATCH_SIZE_TRAIN: 2, BATCH_SIZE_TEST: 2,
+        NUM_WORKERS_TRAIN: 0, NUM_WORKERS_TEST: 0}
+SOLVER: {OPTIMIZER: AdamW, BASE_LR: 0.001, MAX_EPOCHS: 1, LR_SCHEDULE: cosine}
+MODEL:
+  BACKBONE: resnet18
+  FREEZE_STEM: False
+  RPN: {PRE_NMS_TOPN_TRAIN: 200, POST_NMS_TOPN_TRAIN: 50, PRE_NMS_TOPN_TEST: 100,
+        POST_NMS_TOPN_TEST: 30}
+  ROI_HEAD: {BATCH_SIZE_TRAIN: 8, POOL_SIZE: 7, SCORE_THRESH_TEST: 0.0}
+  LOSS: {LUT_SIZE: 4, CQ_SIZE: 8}
+"""
+
+
+def test_builtin_demo_end_to_end(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEQNET_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(
+        quickstart, "DATA", dict(seed=0, train_images=6, test_images=8, train_ids=4, test_ids=2)
+    )
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(TINY)
+    out = tmp_path / "demo_output"
+    quickstart.main(["--out", str(out), "--cfg", str(cfg)])
+
+    summary = json.loads((out / "summary.json").read_text())
+    metrics = json.loads((out / "train" / "metrics.json").read_text())
+    assert summary["gallery_size"] == 100
+    assert summary["mAP"] == metrics["search/G100/mAP"] and 0 <= summary["mAP"] <= 1
+    assert summary["top1"] == metrics["search/G100/top1"]
+    assert set(summary["steps_s"]) >= {"synthesise", "train and evaluate", "demo"}
+    assert (out / "train" / "epoch_0.pth").is_file()
+    for q in range(2):  # two test identities: two queries searched
+        page = (out / f"search_q{q}" / "index.html").read_text()
+        results = json.loads((out / f"search_q{q}" / "results.json").read_text())
+        assert "<img" in page and len(results["matches"]) > 0
+    with Image.open(out / "demo" / "summary.png") as im:
+        assert im.width > 100 and im.height > 50
+    assert not (out / "search_q2").exists()
