@@ -32,15 +32,25 @@ ESTABLISHED = {"1080x1920": 12.2, "240x320": 10.0}
 
 
 def matmul_peak(n=4096, repeats=5):
-    """Best fp32 GEMM throughput in GFLOP/s (the machine's practical ceiling)."""
+    """Best fp32 GEMM throughput in GFLOP/s (the machine's practical ceiling), per library.
+
+    ``torch.mm`` goes to MKL, which on AMD CPUs takes a slower code path; oneDNN, which runs
+    the model's convolutions, is measured on the same n x n x n product as a 1x1 convolution.
+    The ceiling is the faster of the two.
+    """
     a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best / 1e9
+    x = a.t().reshape(1, n, 64, n // 64).contiguous(memory_format=torch.channels_last)
+    w = b.t().reshape(n, n, 1, 1).contiguous(memory_format=torch.channels_last)
+    peaks = {}
+    for name, product in (("mkl_mm", lambda: a @ b), ("onednn_1x1_conv", lambda: F.conv2d(x, w))):
+        product()
+        best = float("inf")
+        for _ in range(repeats):
+            t = time.perf_counter()
+            product()
+            best = min(best, time.perf_counter() - t)
+        peaks[name] = round(2 * n**3 / best / 1e9, 1)
+    return peaks
 
 
 class StageTimer:
@@ -163,13 +173,14 @@ def main():
     sets = {"golden": list(golden["images"]), "240x320": [golden["images"][0]]}
     if not args.quick:
         sets["1080x1920"] = [smooth_image(1080, 1920, seed=s) for s in range(4)]
-    peak = matmul_peak()
+    peaks = matmul_peak()
+    peak = max(peaks.values())
     results = {
         "machine": {
             "cpu": platform.processor() or platform.machine(),
             "threads": args.threads,
             "torch": torch.__version__,
-            "matmul_peak_gflops": round(peak, 1),
+            "matmul_peak_gflops": peaks,
         },
         "established_s_per_image": ESTABLISHED,
         "sets": {},

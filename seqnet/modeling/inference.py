@@ -1,11 +1,13 @@
 """A faster copy of a trained SeqNet for inference, at parity with the original function.
 
-Two changes, each measured on the golden weights (2 CPU threads, ``bench/bench_inference.py``):
+Three changes, each measured on the golden weights (2 CPU threads, ``bench/bench_inference.py``):
 
 - every BatchNorm2d is folded into the convolution before it (a frozen BN is an affine map;
   folding removes a full pass over each feature map): ~20% on the backbone and layer4;
 - convolution weights and inputs use the channels-last memory format, which oneDNN runs
-  much faster on CPUs (and which suits tensor cores on GPUs): another ~1.4x.
+  much faster on CPUs (and which suits tensor cores on GPUs): another ~1.4x;
+- on CPUs, the two layer4 heads run on at most 128 RoIs at a time: the working set stays
+  small (layer4 on 300 RoIs 8% faster, on the 1,200 of a batch of 4 images 16%).
 
 RoIAlign runs across threads in the model itself (``seqnet.modeling.roi_align``), for
 training as well.
@@ -20,6 +22,7 @@ for that and call this again after the weights change.
 """
 
 import copy
+from collections import OrderedDict
 
 import torch
 from torch import nn
@@ -65,12 +68,27 @@ def _fp32(out):
     return out.float()
 
 
+class RoIChunks(nn.Module):
+    """``head`` (a dict of per-RoI outputs) run on at most ``size`` RoIs at a time."""
+
+    def __init__(self, head, size=128):
+        super().__init__()
+        self.head = head
+        self.size = size
+
+    def forward(self, x):
+        if len(x) <= self.size:
+            return self.head(x)
+        parts = [self.head(chunk) for chunk in x.split(self.size)]
+        return OrderedDict((k, torch.cat([p[k] for p in parts])) for k in parts[0])
+
+
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def optimize_for_inference(model, precision="fp32", compile=False):
-    """An eval-mode copy of ``model``: BatchNorm folded, channels-last convolutions;
-    optionally low-precision or compiled convolutional parts."""
+    """An eval-mode copy of ``model``: BatchNorm folded, channels-last convolutions, RoI heads
+    in chunks on CPUs; optionally low-precision or compiled convolutional parts."""
     if precision not in PRECISIONS:
         raise SeqNetError(f"INFERENCE.PRECISION {precision!r} is not one of {list(PRECISIONS)}")
     device = next(model.parameters()).device
@@ -90,5 +108,7 @@ def optimize_for_inference(model, precision="fp32", compile=False):
             part = torch.compile(part, dynamic=True)
         if PRECISIONS[precision] is not None:
             part = Autocast(part, PRECISIONS[precision])
+        if parent is heads and device.type == "cpu":
+            part = RoIChunks(part)
         setattr(parent, name, part)
     return fast
