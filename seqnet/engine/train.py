@@ -11,6 +11,7 @@ import math
 import random
 import signal
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -158,7 +159,9 @@ def _train_epoch(cfg, net, model, loader, optimizer, scheduler, amp, epoch, firs
             if cfg.SOLVER.NONFINITE == "skip":
                 log.warning("%s: step skipped", message)
                 optimizer.zero_grad(set_to_none=True)
-                scheduler.step()
+                with warnings.catch_warnings():  # a skipped step still counts in the schedule
+                    warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step")
+                    scheduler.step()
                 bar.update()
                 continue
             raise SeqNetError(f"{message}; the last checkpoint in {out} is intact")
