@@ -25,6 +25,7 @@ _C.INPUT.BATCH_SIZE_TEST = 1  # images per inference step; results do not depend
 _C.INPUT.NUM_WORKERS_TRAIN = 5  # data-loading worker processes for training
 _C.INPUT.NUM_WORKERS_TEST = 1  # data-loading worker processes for inference
 _C.INPUT.ASPECT_RATIO_GROUPING = False  # ours: batch images of like aspect ratio (less padding)
+_C.INPUT.PROGRESSIVE_RESIZE = []  # ours: [E, MIN, MAX]: first E epochs train at MIN/MAX sizes
 
 # -------------------------------------------------------- solver ------------------------------- #
 _C.SOLVER = CN()
@@ -52,7 +53,7 @@ _C.SOLVER.NONFINITE = "stop"  # ours: on a NaN/inf loss, "stop" with a message o
 
 # -------------------------------------------------------- model -------------------------------- #
 _C.MODEL = CN()
-_C.MODEL.BACKBONE = "resnet50"  # ours: resnet18 | resnet34 | resnet50 | resnet101
+_C.MODEL.BACKBONE = "resnet50"  # ours: resnet10 | resnet18 | resnet34 | resnet50 | resnet101
 _C.MODEL.BACKBONE_WEIGHTS = ""  # ours: local ImageNet weights (torchvision state dict); "" = cache
 _C.MODEL.FREEZE_STEM = True  # ours: conv1 and bn1's affine parameters do not train (the paper)
 _C.MODEL.RPN = CN()

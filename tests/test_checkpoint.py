@@ -83,6 +83,27 @@ def test_checkpoint_of_another_backbone_is_an_error(tmp_path):
         load_checkpoint(tiny_model("MODEL.BACKBONE", "resnet34"), _save(sd, tmp_path / "r18.pth"))
 
 
+def test_resnet10_builds_trains_and_warns_of_random_init(tmp_path, caplog):
+    """One BasicBlock per stage: a fraction of ResNet-18, the same heads and state-dict names."""
+    from seqnet.config import load_cfg
+    from seqnet.modeling import build_model
+    from tests.tiny import TINY_OPTS
+
+    with caplog.at_level(logging.WARNING):
+        model = build_model(load_cfg(None, TINY_OPTS + ["MODEL.BACKBONE", "resnet10"]))
+    assert "resnet10 has no published ImageNet weights" in caplog.text
+    assert [len(model.backbone.layer3), len(model.roi_heads.reid_head.layer4)] == [1, 1]
+    r18 = sum(p.numel() for p in tiny_model().parameters())
+    assert sum(p.numel() for p in model.parameters()) < 0.65 * r18
+    images, targets = tiny_batch()
+    losses = model.train()(images, targets)
+    sum(losses.values()).backward()
+    assert all(torch.isfinite(v) for v in losses.values())
+    load_checkpoint(model, _save(model.state_dict(), tmp_path / "r10.pth"))
+    with pytest.raises(SeqNetError, match="does not fit"):
+        load_checkpoint(tiny_model(), tmp_path / "r10.pth")
+
+
 def test_unreadable_checkpoints(tmp_path):
     with pytest.raises(SeqNetError, match="not found"):
         load_checkpoint(tiny_model(), tmp_path / "nope.pth")

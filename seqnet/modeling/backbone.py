@@ -12,12 +12,14 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from torch import nn
+from torchvision.models.resnet import BasicBlock, ResNet
 
 from seqnet.errors import SeqNetError
 
 log = logging.getLogger(__name__)
 
 RESNETS = {
+    "resnet10": None,  # one BasicBlock per stage: no published ImageNet weights (small CPU runs)
     "resnet18": torchvision.models.ResNet18_Weights.IMAGENET1K_V1,
     "resnet34": torchvision.models.ResNet34_Weights.IMAGENET1K_V1,
     "resnet50": torchvision.models.ResNet50_Weights.IMAGENET1K_V1,
@@ -69,6 +71,13 @@ def _imagenet_state_dict(name, weights_path):
             raise SeqNetError(f"MODEL.BACKBONE_WEIGHTS: no such file: {path}")
         sd = torch.load(path, map_location="cpu", weights_only=True)
         return sd.get("state_dict", sd) if isinstance(sd, dict) else sd
+    if RESNETS[name] is None:
+        log.warning(
+            "%s has no published ImageNet weights (MODEL.BACKBONE_WEIGHTS loads your own): "
+            "the backbone starts from random init",
+            name,
+        )
+        return None
     cached = Path(torch.hub.get_dir(), "checkpoints", os.path.basename(RESNETS[name].url))
     if cached.is_file():
         return torch.load(cached, map_location="cpu", weights_only=True)
@@ -86,7 +95,10 @@ def build_resnet(name="resnet50", weights_path="", load_imagenet=True, freeze_st
     paper (its ImageNet filters are kept). From random init a frozen stem stays random."""
     if name not in RESNETS:
         raise SeqNetError(f"MODEL.BACKBONE {name!r} is not one of {', '.join(RESNETS)}")
-    resnet = getattr(torchvision.models, name)(weights=None)
+    if name == "resnet10":
+        resnet = ResNet(BasicBlock, [1, 1, 1, 1])
+    else:
+        resnet = getattr(torchvision.models, name)(weights=None)
     if load_imagenet:
         sd = _imagenet_state_dict(name, weights_path)
         if sd is not None:
