@@ -23,6 +23,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from seqnet.config import load_cfg
 from seqnet.engine.schedule import build_optimizer
+from seqnet.engine.train import channels_last_trunk
 from seqnet.modeling import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,7 +47,7 @@ def scene(h, w, people, seed):
 def time_steps(cfg, batch, repeats, accum_profile):
     torch.set_num_threads(2)
     torch.manual_seed(0)
-    model = build_model(cfg, load_imagenet=False).train()
+    model = channels_last_trunk(build_model(cfg, load_imagenet=False).train())
     optimizer = build_optimizer(cfg, model)
     images, targets = zip(*[scene(*batch["size"], 4, s) for s in range(batch["images"])])
     fwd, bwd, total = [], [], []

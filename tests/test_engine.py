@@ -14,7 +14,7 @@ import torch.multiprocessing as mp
 from seqnet.config import load_cfg
 from seqnet.data.synth import generate
 from seqnet.engine import checkpoint as ckpt_io
-from seqnet.engine.schedule import build_scheduler, lr_factor
+from seqnet.engine.schedule import build_scheduler, input_scale, lr_factor
 from seqnet.engine.train import train
 from seqnet.errors import SeqNetError
 
@@ -25,6 +25,7 @@ SEED: 3
 INPUT:
   MIN_SIZE: 120
   MAX_SIZE: 160
+  PROGRESSIVE_RESIZE: [1, 96, 128]  # resumes cross the change of scale
   BATCH_SIZE_TRAIN: 2
   BATCH_SIZE_TEST: 2
   NUM_WORKERS_TRAIN: 0
@@ -103,6 +104,37 @@ def test_cosine_schedule():
     optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
     with pytest.raises(SeqNetError, match="LR_SCHEDULE"):
         build_scheduler(cfg, optimizer, 10)
+
+
+def test_progressive_resize_schedule():
+    cfg = load_cfg(None, ["INPUT.MIN_SIZE", "360", "INPUT.MAX_SIZE", "480"])
+    assert input_scale(cfg, 0) == input_scale(cfg, 7) == (360, 480)  # off by default
+    cfg = load_cfg(None, ["INPUT.MIN_SIZE", "360", "INPUT.MAX_SIZE", "480",
+                          "INPUT.PROGRESSIVE_RESIZE", "[2, 240, 320]"])  # fmt: skip
+    assert [input_scale(cfg, e) for e in range(4)] == [(240, 320)] * 2 + [(360, 480)] * 2
+    for bad in ("[2, 240]", "[2, 240, 0]", "[1.5, 240, 320]"):
+        cfg = load_cfg(None, ["INPUT.PROGRESSIVE_RESIZE", bad])
+        with pytest.raises(SeqNetError, match="PROGRESSIVE_RESIZE"):
+            input_scale(cfg, 0)
+
+
+def test_training_images_follow_the_progressive_scale(tiny, tmp_path, monkeypatch):
+    """The first epoch trains at 96x128, the second at the configured 120x160."""
+    from seqnet.modeling.seqnet import SeqNet
+
+    sizes = []
+    forward = SeqNet.forward
+
+    def spy(self, images, targets):
+        sizes.append((self.transform.min_size, self.transform.max_size))
+        return forward(self, images, targets)
+
+    monkeypatch.setattr(SeqNet, "forward", spy)
+    cfg = load_cfg(tiny[0], ["OUTPUT_DIR", str(tmp_path), "EVAL_PERIOD", "100",
+                             "SOLVER.MAX_EPOCHS", "2"])  # fmt: skip
+    train(cfg)
+    half = len(sizes) // 2
+    assert sizes[:half] == [((96,), 128)] * half and sizes[half:] == [((120,), 160)] * half
 
 
 def test_checkpoint_contents(uninterrupted):

