@@ -78,7 +78,6 @@ def input_scale(cfg, epoch):
     return (min_size, max_size) if epoch < epochs else (cfg.INPUT.MIN_SIZE, cfg.INPUT.MAX_SIZE)
 
 
-def set_input_scale(model, cfg, epoch):
-    """Resize training images as ``input_scale`` says for ``epoch``."""
-    min_size, max_size = input_scale(cfg, epoch)
+def set_input_scale(model, min_size, max_size):
+    """Resize the images ``model`` is given to MIN_SIZE ``min_size`` / MAX_SIZE ``max_size``."""
     model.transform.min_size, model.transform.max_size = (min_size,), max_size

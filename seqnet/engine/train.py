@@ -111,7 +111,7 @@ def train(cfg, resume=False, ckpt=None):
                 else 0
             )
             batches.set_epoch(epoch, first * cfg.SOLVER.ACCUM_STEPS)
-            set_input_scale(model, cfg, epoch)
+            set_input_scale(model, *input_scale(cfg, epoch))
             done = _train_epoch(cfg, net, model, loader, optimizer, scheduler, amp, epoch, first,
                                 iters_per_epoch, stop, writer, rank, world, out)  # fmt: skip
             if not done:  # stopped by Ctrl-C: the checkpoint is written
@@ -235,7 +235,7 @@ def _evaluate(model, cfg, out, epoch, rank, world, writer):
 
     states = ckpt_io.rng_states()
     fast = optimize_for_inference(model, cfg.INFERENCE.PRECISION, cfg.INFERENCE.COMPILE)
-    set_input_scale(fast, cfg, cfg.SOLVER.MAX_EPOCHS)  # evaluation at the configured scale
+    set_input_scale(fast, cfg.INPUT.MIN_SIZE, cfg.INPUT.MAX_SIZE)  # not a training scale
     maybe_die(f"eval:{epoch}")
     metrics = evaluate(fast, cfg, out, epoch=epoch, rank=rank, world_size=world)
     ckpt_io.set_rng_states(states)

@@ -6,6 +6,7 @@ Module and parameter names follow the released checkpoints (``backbone.conv1``, 
 import logging
 import os
 from collections import OrderedDict
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -18,12 +19,15 @@ from seqnet.errors import SeqNetError
 
 log = logging.getLogger(__name__)
 
-RESNETS = {
-    "resnet10": None,  # one BasicBlock per stage: no published ImageNet weights (small CPU runs)
-    "resnet18": torchvision.models.ResNet18_Weights.IMAGENET1K_V1,
-    "resnet34": torchvision.models.ResNet34_Weights.IMAGENET1K_V1,
-    "resnet50": torchvision.models.ResNet50_Weights.IMAGENET1K_V1,
-    "resnet101": torchvision.models.ResNet101_Weights.IMAGENET1K_V1,
+RESNETS = {  # name -> (torchvision constructor, its ImageNet weights or None)
+    "resnet10": (partial(ResNet, BasicBlock, [1, 1, 1, 1]), None),  # one block per stage
+    "resnet18": (torchvision.models.resnet18, torchvision.models.ResNet18_Weights.IMAGENET1K_V1),
+    "resnet34": (torchvision.models.resnet34, torchvision.models.ResNet34_Weights.IMAGENET1K_V1),
+    "resnet50": (torchvision.models.resnet50, torchvision.models.ResNet50_Weights.IMAGENET1K_V1),
+    "resnet101": (
+        torchvision.models.resnet101,
+        torchvision.models.ResNet101_Weights.IMAGENET1K_V1,
+    ),
 }
 
 
@@ -71,14 +75,15 @@ def _imagenet_state_dict(name, weights_path):
             raise SeqNetError(f"MODEL.BACKBONE_WEIGHTS: no such file: {path}")
         sd = torch.load(path, map_location="cpu", weights_only=True)
         return sd.get("state_dict", sd) if isinstance(sd, dict) else sd
-    if RESNETS[name] is None:
+    weights = RESNETS[name][1]
+    if weights is None:
         log.warning(
             "%s has no published ImageNet weights (MODEL.BACKBONE_WEIGHTS loads your own): "
             "the backbone starts from random init",
             name,
         )
         return None
-    cached = Path(torch.hub.get_dir(), "checkpoints", os.path.basename(RESNETS[name].url))
+    cached = Path(torch.hub.get_dir(), "checkpoints", os.path.basename(weights.url))
     if cached.is_file():
         return torch.load(cached, map_location="cpu", weights_only=True)
     log.warning(
@@ -95,10 +100,7 @@ def build_resnet(name="resnet50", weights_path="", load_imagenet=True, freeze_st
     paper (its ImageNet filters are kept). From random init a frozen stem stays random."""
     if name not in RESNETS:
         raise SeqNetError(f"MODEL.BACKBONE {name!r} is not one of {', '.join(RESNETS)}")
-    if name == "resnet10":
-        resnet = ResNet(BasicBlock, [1, 1, 1, 1])
-    else:
-        resnet = getattr(torchvision.models, name)(weights=None)
+    resnet = RESNETS[name][0]()  # random init; ImageNet weights are loaded below, locally
     if load_imagenet:
         sd = _imagenet_state_dict(name, weights_path)
         if sd is not None:
