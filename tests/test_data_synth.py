@@ -112,8 +112,35 @@ def test_refuses_non_empty_output_and_cleans_up(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
+def _test_set(root):
+    """TestG50 with image names replaced by the images' bytes: the test set's content."""
+
+    def content(name):
+        return hashlib.sha256((root / "Image" / "SSM" / name).read_bytes()).digest()
+
+    return [
+        (
+            content(q["query"]["img_name"]),
+            q["query"]["box"].tolist(),
+            [
+                (content(g["img_name"]), None if g["box"] is None else g["box"].tolist())
+                for g in q["gallery"]
+            ],
+        )
+        for q in load_cuhk_protocol(root, 50)
+    ]
+
+
+def test_test_split_does_not_move_with_training_sizes(tmp_path):
+    base = generate("cuhk-sysu", tmp_path / "a", seed=3, **SIZES)
+    more = dict(SIZES, train_images=20, train_ids=9)
+    bigger = generate("cuhk-sysu", tmp_path / "b", seed=3, **more)
+    other = generate("cuhk-sysu", tmp_path / "c", seed=4, **more)
+    assert _test_set(base) == _test_set(bigger) != _test_set(other)
+
+
 def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
-    def fail(rng, out, *args):
+    def fail(streams, out, *args):
         (out / "half-written").write_text("x")
         raise OSError("disk full")
 

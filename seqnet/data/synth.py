@@ -1,7 +1,9 @@
 """``seqnet synth``: write a synthetic person-search dataset in CUHK-SYSU, PRW or JSON format.
 
-Deterministic: the same seed and sizes give the same bytes. The output folder appears only when
-complete (written beside it under a temporary name, then renamed).
+Deterministic: the same seed and sizes give the same bytes, and the test split's content
+(images, boxes, queries, galleries) depends only on the seed, the test sizes and the cameras.
+The output folder appears only when complete (written beside it under a temporary name, then
+renamed).
 """
 
 import logging
@@ -10,9 +12,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
-from seqnet.data.synth_world import plan
+from seqnet.data.synth_world import Streams, plan
 from seqnet.data.synth_write import WRITERS
 from seqnet.errors import SeqNetError
 
@@ -42,13 +42,13 @@ def generate(
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise SeqNetError(f"{out}: exists and is not an empty folder; choose a new --out")
     out.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
+    streams = Streams.from_seed(seed)
     frames, cams = plan(
-        rng, train_images, test_images, train_ids, test_ids, people, tuple(size), cameras
+        streams, train_images, test_images, train_ids, test_ids, people, tuple(size), cameras
     )
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        WRITERS[fmt](rng, tmp, frames, cams, tuple(size))
+        WRITERS[fmt](streams, tmp, frames, cams, tuple(size))
         os.chmod(tmp, 0o755)  # mkdtemp makes it private
         if out.exists():
             out.rmdir()

@@ -3,9 +3,13 @@ people with boxes, identities, looks) and queries.
 
 Train and test identities are disjoint; each frame also holds unlabelled passers-by. Labelled
 slots go to the least-seen identities first, so every identity appears about equally often.
+Each split draws from its own random stream (cameras from a third), so the test set depends
+only on the seed, the test sizes and the cameras: training sizes can change without moving it.
 """
 
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from seqnet.data.synth_draw import camera_style, random_look
 from seqnet.errors import SeqNetError
@@ -21,6 +25,22 @@ class Person:
     pid: int | None  # identity (train 1..K, test K+1..K+T), None = passer-by
     look: object
     mirror: bool
+
+
+@dataclass
+class Streams:
+    """Independent random streams: ``world`` (cameras, file names), ``train``, ``test``."""
+
+    world: np.random.Generator
+    train: np.random.Generator
+    test: np.random.Generator
+
+    @classmethod
+    def from_seed(cls, seed):
+        return cls(*(np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3)))
+
+    def of(self, split):
+        return self.test if split == "test" else self.train
 
 
 @dataclass
@@ -57,9 +77,9 @@ def _place(rng, n, size):
     return boxes
 
 
-def _looks(rng, n):
-    """``n`` distinct looks (identity = a combination of shared attributes)."""
-    looks, seen = [], set()
+def _looks(rng, n, taken=()):
+    """``n`` distinct looks not in ``taken`` (identity = a combination of shared attributes)."""
+    looks, seen = [], set(taken)
     while len(looks) < n:
         look = random_look(rng)
         if look not in seen:
@@ -84,19 +104,23 @@ def _fill(rng, frames, ids, looks, size, people):
     return uses
 
 
-def plan(rng, train_images, test_images, train_ids, test_ids, people, size, cameras):
-    """(frames, camera styles): train frames first, then test frames."""
+def plan(streams, train_images, test_images, train_ids, test_ids, people, size, cameras):
+    """(frames, camera styles): train frames first, then test frames. Test looks are drawn
+    first, from the test stream, so that training identities avoid them, not the reverse."""
     if min(train_images, test_images, train_ids, test_ids, people, cameras) < 1:
         raise SeqNetError("synth: every size option must be at least 1")
-    cams = [camera_style(rng) for _ in range(cameras)]
-    looks = _looks(rng, train_ids + test_ids)
+    cams = [camera_style(streams.world) for _ in range(cameras)]
+    test_looks = _looks(streams.test, test_ids)
+    looks = _looks(streams.train, train_ids, taken=test_looks) + test_looks
+    splits = ["train"] * train_images + ["test"] * test_images
     frames = [
-        Frame(i, "train" if i < train_images else "test", int(rng.integers(cameras)))
-        for i in range(train_images + test_images)
+        Frame(i, split, int(streams.of(split).integers(cameras))) for i, split in enumerate(splits)
     ]
-    train_uses = _fill(rng, frames[:train_images], range(1, train_ids + 1), looks, size, people)
+    train_uses = _fill(
+        streams.train, frames[:train_images], range(1, train_ids + 1), looks, size, people
+    )
     test_range = range(train_ids + 1, train_ids + test_ids + 1)
-    test_uses = _fill(rng, frames[train_images:], test_range, looks, size, people)
+    test_uses = _fill(streams.test, frames[train_images:], test_range, looks, size, people)
     if min(train_uses.values()) < 1 or min(test_uses.values()) < 2:
         raise SeqNetError(
             "synth: too few images for the identities (each training identity needs one "

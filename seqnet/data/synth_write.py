@@ -47,17 +47,18 @@ def _xywh(box):
     return np.array([[x1, y1, x2 - x1, y2 - y1]], dtype=np.float64)
 
 
-def _jpeg(rng, frame, cams, size, path):
+def _jpeg(streams, frame, cams, size, path):
     people = [(p.box, p.look, p.mirror) for p in frame.people]
     path.parent.mkdir(parents=True, exist_ok=True)
-    render(rng, cams[frame.cam], size, people).save(path, quality=90)
+    render(streams.of(frame.split), cams[frame.cam], size, people).save(path, quality=90)
 
 
-def write_cuhk(rng, out, frames, cams, size):
+def write_cuhk(streams, out, frames, cams, size):
     """Image/SSM/s<k>.jpg and annotation/{Images,pool,Person}.mat, Train.mat, TestG*.mat."""
-    names = {f.index: f"s{k + 1}.jpg" for f, k in zip(frames, rng.permutation(len(frames)))}
+    order = streams.world.permutation(len(frames))
+    names = {f.index: f"s{k + 1}.jpg" for f, k in zip(frames, order)}
     for f in frames:
-        _jpeg(rng, f, cams, size, out / "Image" / "SSM" / names[f.index])
+        _jpeg(streams, f, cams, size, out / "Image" / "SSM" / names[f.index])
     anno = out / "annotation"
     by_number = sorted(frames, key=lambda f: int(names[f.index][1:-4]))
 
@@ -95,9 +96,9 @@ def write_cuhk(rng, out, frames, cams, size):
     train = cell([struct([people[i]], ["idname", "nAppear", "scene"]) for i in train_ids])
     savemat(anno / "test" / "train_test" / "Train.mat", {"Train": train})
     test_ids = sorted({p.pid for f in test for p in f.people if p.pid})
-    queries = choose_queries(rng, test, test_ids)
+    queries = choose_queries(streams.test, test, test_ids)
     for g in CUHK_GALLERY_SIZES:
-        rows = [_cuhk_query(rng, test, names, pid, qf, qp, g) for pid, qf, qp in queries]
+        rows = [_cuhk_query(streams.test, test, names, pid, qf, qp, g) for pid, qf, qp in queries]
         savemat(
             anno / "test" / "train_test" / f"TestG{g}.mat",
             {f"TestG{g}": struct(rows, ["Query", "Gallery"])},
@@ -149,13 +150,13 @@ def _prw_rows(rng, f):
     return np.array(rows, dtype=np.float64)
 
 
-def write_prw(rng, out, frames, cams, size):
+def write_prw(streams, out, frames, cams, size):
     """frames/*.jpg, annotations/*.jpg.mat (all three box keys), frame/ID lists, query_info.txt."""
     rows = {}
     for f in frames:
         name = _prw_name(f)
-        _jpeg(rng, f, cams, size, out / "frames" / f"{name}.jpg")
-        rows[f.index] = _prw_rows(rng, f)
+        _jpeg(streams, f, cams, size, out / "frames" / f"{name}.jpg")
+        rows[f.index] = _prw_rows(streams.of(f.split), f)
         # the published files use three keys; some carry a stale anno_previous beside box_new
         variables = {"anno_file" if f.index % 7 == 3 else "box_new": rows[f.index]}
         if f.index % 11 == 5:
@@ -169,7 +170,7 @@ def write_prw(rng, out, frames, cams, size):
     test = [f for f in frames if f.split == "test"]
     test_ids = sorted({p.pid for f in test for p in f.people if p.pid})
     lines = []
-    for pid, f, p in choose_queries(rng, test, test_ids, per_id=2):
+    for pid, f, p in choose_queries(streams.test, test, test_ids, per_id=2):
         row = rows[f.index][f.people.index(p)]
         lines.append(
             " ".join([str(pid), *(str(round(float(v), 2)) for v in row[1:]), _prw_name(f)])
@@ -177,12 +178,12 @@ def write_prw(rng, out, frames, cams, size):
     (out / "query_info.txt").write_bytes("".join(line + "\r\n" for line in lines).encode())
 
 
-def write_json(rng, out, frames, cams, size):
+def write_json(streams, out, frames, cams, size):
     """images/*.jpg and dataset.json (queries with an implicit gallery: all gallery images)."""
     images, records = [], {}
     for f in frames:
         name = f"img{f.index + 1:05d}.jpg"
-        _jpeg(rng, f, cams, size, out / "images" / name)
+        _jpeg(streams, f, cams, size, out / "images" / name)
         pids = [RAW_UNLABELED if p.pid is None else p.pid for p in f.people]
         records[f.index] = make_record(
             name, out / "images" / name, [p.box for p in f.people], pids, f.cam
@@ -200,7 +201,7 @@ def write_json(rng, out, frames, cams, size):
             },
             "gallery": None,
         }
-        for pid, f, p in choose_queries(rng, test, test_ids)
+        for pid, f, p in choose_queries(streams.test, test, test_ids)
     ]
     json_format.write(out / "dataset.json", images, queries)
 
