@@ -3,9 +3,12 @@ search and draw, with the summary that the README quotes."""
 
 import json
 
+import pytest
+import torch
 from PIL import Image
 
 from seqnet.apps import quickstart
+from seqnet.config import load_cfg
 
 TINY = """
 DEVICE: cpu
@@ -33,13 +36,15 @@ def test_builtin_demo_end_to_end(tmp_path, monkeypatch):
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(TINY)
     out = tmp_path / "demo_output"
-    quickstart.main(["--out", str(out), "--cfg", str(cfg)])
+    quickstart.main(["--out", str(out), "--cfg", str(cfg), "--precision", "fp32"])
 
     summary = json.loads((out / "summary.json").read_text())
     metrics = json.loads((out / "train" / "metrics.json").read_text())
     assert summary["gallery_size"] == 100
     assert summary["mAP"] == metrics["search/G100/mAP"] and 0 <= summary["mAP"] <= 1
     assert summary["top1"] == metrics["search/G100/top1"]
+    assert summary["precision"] == "fp32"
+    assert load_cfg(out / "train" / "config.yaml").SOLVER.AMP is False  # as asked
     assert set(summary["steps_s"]) >= {"synthesise", "train and evaluate", "demo"}
     assert (out / "train" / "epoch_0.pth").is_file()
     for q in range(2):  # two test identities: two queries searched
@@ -49,3 +54,11 @@ def test_builtin_demo_end_to_end(tmp_path, monkeypatch):
     with Image.open(out / "demo" / "summary.png") as im:
         assert im.width > 100 and im.height > 50
     assert not (out / "search_q2").exists()
+
+
+@pytest.mark.parametrize("amx", [True, False])
+def test_precision_follows_the_cpu_unless_asked(monkeypatch, amx):
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"amx_bf16": amx})
+    assert quickstart.bf16_training("auto") is amx
+    assert quickstart.bf16_training("bf16") is True
+    assert quickstart.bf16_training("fp32") is False
