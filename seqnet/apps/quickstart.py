@@ -49,17 +49,17 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     out, start, timings = Path(args.out), time.perf_counter(), {}
     data, train = out / "data", out / "train"
+    precision = "bf16" if bf16_training(args.precision) else "fp32"
+    log.info("training in %s", precision)
     overrides = ["INPUT.DATA_ROOT", str(data), "OUTPUT_DIR", str(train)]
+    overrides += ["SOLVER.AMP", str(precision == "bf16")]
     cfg = load_cfg(args.cfg, overrides)
-    amp = bf16_training(args.precision)
-    log.info("training in %s", "bf16" if amp else "fp32")
 
     if not (data / "annotation").is_dir():
         shutil.rmtree(data, ignore_errors=True)
         sizes = [f"--{k.replace('_', '-')}={v}" for k, v in DATA.items()]
         _step("synthesise", ["synth", "--format", "cuhk-sysu", "--out", str(data), *sizes], timings)
-    amp_override = ["SOLVER.AMP", str(amp)]
-    _step("train and evaluate", ["train", "--cfg", args.cfg, *overrides, *amp_override], timings)
+    _step("train and evaluate", ["train", "--cfg", args.cfg, *overrides], timings)
     ckpt = train / f"epoch_{cfg.SOLVER.MAX_EPOCHS - 1}.pth"  # 0-based, as the release
     metrics = json.loads((train / "metrics.json").read_text())
 
@@ -82,7 +82,7 @@ def main(argv=None):
         "mAP": metrics[f"search/G{size}/mAP"],
         "top1": metrics[f"search/G{size}/top1"],
         "det/recall": metrics.get("det/recall"),
-        "precision": "bf16" if amp else "fp32",
+        "precision": precision,
         "wall_time_s": round(time.perf_counter() - start, 1),
         "steps_s": timings,
     }
