@@ -12,6 +12,7 @@ from seqnet.cli import main
 from seqnet.data import load_cuhk_protocol, load_queries, load_split, synth_write
 from seqnet.data.convert import convert
 from seqnet.data.synth import generate
+from seqnet.data.synth_world import MAX_QUERY_HIDDEN, Frame, Person, choose_queries, hidden
 from seqnet.errors import SeqNetError
 
 SIZES = dict(train_images=14, test_images=10, train_ids=5, test_ids=4, people=3, size=(96, 128))
@@ -235,3 +236,30 @@ def test_json_bad_inputs(tmp_path):
     path.write_text(json.dumps(doc))
     with pytest.raises(SeqNetError, match="expected split train or gallery, got 'val'"):
         load_split("JSON", path, "train")
+
+
+def _frame(index, cam, *people):
+    """A test frame of (box, pid) people."""
+    return Frame(index, "test", cam, [Person(box, pid, None, False) for box, pid in people])
+
+
+def test_hidden_counts_only_people_in_front():
+    back, front = ((0, 0, 10, 20), 1), ((5, 0, 15, 30), 2)  # front: lower feet, drawn later
+    frame = _frame(0, 0, back, front)
+    assert hidden(frame, frame.people[0]) == 0.5  # its right half is behind ``front``
+    assert hidden(frame, frame.people[1]) == 0.0
+    far = _frame(1, 0, ((0, 0, 10, 20), 1), ((-50, -50, 50, 10), 2))  # feet above: behind
+    assert hidden(far, far.people[0]) == 0.0
+
+
+def test_queries_show_their_person():
+    """The query is an appearance that shows its person whenever the identity has one;
+    a hidden appearance only when nothing else is left (it is still a query)."""
+    inside = (((40, 0, 50, 20), 7), ((30, 0, 60, 40), None))  # box wholly behind a passer-by
+    frames = [_frame(0, 0, *inside), _frame(1, 1, ((0, 0, 10, 20), 7)), _frame(2, 2, *inside)]
+    assert hidden(frames[0], frames[0].people[0]) == 1.0 > MAX_QUERY_HIDDEN
+    for seed in range(20):
+        [(pid, frame, person)] = choose_queries(np.random.default_rng(seed), frames, [7])
+        assert (pid, frame.index) == (7, 1)
+    [(_, frame, _)] = choose_queries(np.random.default_rng(0), [frames[0], frames[2]], [7])
+    assert frame.index in (0, 2)

@@ -17,6 +17,7 @@ from seqnet.errors import SeqNetError
 LABELLED_FRACTION = 0.75  # share of people slots that carry an identity
 MIN_HEIGHT, MAX_HEIGHT = 0.3, 0.8  # person height / image height: scale varies 2.7x
 ASPECT = 0.42  # person box width / height
+MAX_QUERY_HIDDEN = 0.5  # share of a query's box that people in front of it may cover
 
 
 @dataclass
@@ -135,13 +136,30 @@ def appearances(frames, pid):
     return [(f, p) for f in frames for p in f.people if p.pid == pid]
 
 
+def hidden(frame, person):
+    """Share of ``person``'s box covered by the boxes of the people drawn in front of it
+    (``render`` draws far to near: by the bottom edge, ties in frame order)."""
+    depth = sorted(frame.people, key=lambda p: p.box[3])
+    behind = next(i for i, p in enumerate(depth) if p is person)
+    x1, y1, x2, y2 = person.box
+    covered = np.zeros((y2 - y1, x2 - x1), bool)
+    for other in depth[behind + 1 :]:
+        a1, b1, a2, b2 = other.box
+        covered[max(b1 - y1, 0) : max(b2 - y1, 0), max(a1 - x1, 0) : max(a2 - x1, 0)] = True
+    return float(covered.mean())
+
+
 def choose_queries(rng, frames, pids, per_id=1):
     """[(pid, frame, person)]: up to ``per_id`` query appearances per identity on distinct
-    cameras, always leaving one appearance for the gallery; drawn at random."""
+    cameras, always leaving one appearance for the gallery; drawn at random among those that
+    show their person (a real query is someone an annotator could see): an appearance at
+    most ``MAX_QUERY_HIDDEN`` behind people in front of it comes before any more hidden one."""
     out = []
     for pid in pids:
         seen = appearances(frames, pid)
-        order = rng.permutation(len(seen))
+        order = sorted(
+            rng.permutation(len(seen)), key=lambda k: hidden(*seen[k]) > MAX_QUERY_HIDDEN
+        )
         cams = set()
         for k in order:
             f, p = seen[k]
