@@ -2,12 +2,17 @@
 search and draw, with the summary that the README quotes."""
 
 import json
+import logging
+from functools import partial
 
 import pytest
 import torch
 from PIL import Image
 
 from seqnet.apps import quickstart
+from seqnet.apps.gallery import open_gallery
+from seqnet.apps.index import load_index, update_index
+from seqnet.apps.session import detect, load_model, model_key
 from seqnet.config import load_cfg
 
 TINY = """
@@ -28,7 +33,8 @@ MODEL:
 """
 
 
-def test_builtin_demo_end_to_end(tmp_path, monkeypatch):
+def test_builtin_demo_end_to_end(tmp_path, monkeypatch, caplog):
+    caplog.set_level(logging.INFO)
     monkeypatch.setenv("SEQNET_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(
         quickstart, "DATA", dict(seed=0, train_images=6, test_images=8, train_ids=4, test_ids=2)
@@ -54,6 +60,21 @@ def test_builtin_demo_end_to_end(tmp_path, monkeypatch):
     with Image.open(out / "demo" / "summary.png") as im:
         assert im.width > 100 and im.height > 50
     assert not (out / "search_q2").exists()
+
+    # The searches reused the evaluation's detections, which are what detecting afresh gives.
+    overrides = ["INPUT.DATA_ROOT", str(out / "data"), "OUTPUT_DIR", str(out / "train")]
+    run_cfg = load_cfg(str(cfg), overrides + ["SOLVER.AMP", "False"])
+    ckpt = out / "train" / "epoch_0.pth"
+    seeded = load_index(out / "gallery_index.pt", model_key(run_cfg, ckpt))
+    gallery = open_gallery(out / "gallery")
+    model, device = load_model(run_cfg, ckpt)
+    fresh = update_index({}, gallery, partial(detect, model, device), 2)
+    assert seeded.keys() == fresh.keys() == gallery.units().keys()
+    for key, unit in fresh.items():
+        for field, value in unit.items():
+            torch.testing.assert_close(seeded[key][field], value, msg=f"{key} {field}")
+    reused = f"gallery index: {len(fresh)} units reused, 0 to index"
+    assert caplog.text.count(reused) == 2  # by both searches: none detected the pool
 
 
 @pytest.mark.parametrize("amx", [True, False])

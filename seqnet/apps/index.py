@@ -15,6 +15,7 @@ import torch
 from tqdm import tqdm
 
 from seqnet.apps.output import atomic_save
+from seqnet.evaluation.outputs import split_rows
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,31 @@ def update_index(units, gallery, detect, batch_size, dim=256):
                 rows[k].append((i, t, det))
             bar.update(len(batch))
     return kept | {k: _finish(current[k], rows[k], dim) for k in stale}
+
+
+def units_from_outputs(outputs, files, gallery):
+    """The units of an evaluated gallery from the evaluation's outputs
+    (``seqnet.evaluation.outputs``): the same model and config detect the same people, so a
+    search of that gallery need not detect it again.
+
+    ``files``: the outputs' gallery image names -> their files, each one an image of ``gallery``.
+    """
+    signatures = gallery.units()
+    counts = outputs["gallery_counts"]
+    units = {}
+    for name, dets, feats in zip(
+        outputs["gallery_names"],
+        split_rows(outputs["gallery_dets"], counts),
+        split_rows(outputs["gallery_feats"], counts),
+    ):
+        key = str(Path(files[name]).resolve())
+        found = {
+            "boxes": torch.from_numpy(dets[:, :4]),
+            "scores": torch.from_numpy(dets[:, 4]),
+            "embeddings": torch.from_numpy(feats),
+        }
+        units[key] = _finish(signatures[key], [(-1, 0.0, found)], feats.shape[1])
+    return units
 
 
 def rank(units, query, topk):

@@ -19,9 +19,13 @@ from pathlib import Path
 
 import torch
 
+from seqnet.apps.gallery import open_gallery
+from seqnet.apps.index import save_index, units_from_outputs
+from seqnet.apps.session import model_key
 from seqnet.cli import main as seqnet
 from seqnet.config import load_cfg
 from seqnet.data import load_cuhk_protocol, load_split
+from seqnet.evaluation.outputs import load_outputs
 
 log = logging.getLogger("seqnet.quickstart")
 
@@ -64,13 +68,15 @@ def main(argv=None):
     metrics = json.loads((train / "metrics.json").read_text())
 
     gallery = _gallery_folder(cfg, out / "gallery")
+    index = out / "gallery_index.pt"
+    _index_from_evaluation(cfg, ckpt, train / "eval_outputs.pt", gallery, index)
     images = {r["img_name"]: r["img_path"] for r in load_split("CUHK-SYSU", data, "query")}
     for q, query in enumerate(load_cuhk_protocol(str(data), 50)[:QUERIES]):
         box = [f"{v:g}" for v in query["query"]["box"]]
         image = images[query["query"]["img_name"]]
         argv = ["--cfg", args.cfg, "--ckpt", str(ckpt), "--query", image, "--box", *box]
         _step(f"search query {q}", ["search", *argv, "--gallery", str(gallery), "--topk", "10",
-              "--out", str(out / f"search_q{q}"), "--index", str(out / "gallery_index.pt"),
+              "--out", str(out / f"search_q{q}"), "--index", str(index),
               *overrides], timings)  # fmt: skip
     _step("demo", ["demo", "--cfg", args.cfg, "--ckpt", str(ckpt), "--out", str(out / "demo"),
           *overrides], timings)  # fmt: skip
@@ -107,6 +113,15 @@ def _gallery_folder(cfg, folder):
         if not link.exists():
             link.symlink_to(Path(record["img_path"]).resolve())
     return folder
+
+
+def _index_from_evaluation(cfg, ckpt, outputs_file, folder, path):
+    """The search index of the test pool, from the evaluation's detections (same model, same
+    config): the searches do not detect the pool again (half a minute on 2 cores)."""
+    records = load_split("CUHK-SYSU", cfg.INPUT.DATA_ROOT, "gallery")
+    files = {r["img_name"]: r["img_path"] for r in records}
+    units = units_from_outputs(load_outputs(outputs_file), files, open_gallery(folder))
+    save_index(path, units, model_key(cfg, ckpt))
 
 
 if __name__ == "__main__":
