@@ -68,7 +68,7 @@ _C.MODEL.RPN.POST_NMS_TOPN_TRAIN = 2000  # proposals kept after NMS (training)
 _C.MODEL.RPN.POST_NMS_TOPN_TEST = 300  # proposals kept after NMS (testing)
 _C.MODEL.ROI_HEAD = CN()
 _C.MODEL.ROI_HEAD.BN_NECK = True  # BatchNorm1d after the second-stage box regressor
-_C.MODEL.ROI_HEAD.POOL_SIZE = 14  # ours: RoIAlign output size (7 quarters the heads' cost)
+_C.MODEL.ROI_HEAD.POOL_SIZE = [14, 14]  # ours: RoIAlign output [H, W]; N means [N, N]
 _C.MODEL.ROI_HEAD.BATCH_SIZE_TRAIN = 128  # RoIs sampled per image in each stage
 _C.MODEL.ROI_HEAD.POS_FRAC_TRAIN = 0.5  # fraction of positives among them
 _C.MODEL.ROI_HEAD.POS_THRESH_TRAIN = 0.5  # RoI IoU at or above which it is a person
@@ -106,6 +106,9 @@ _C.SEED = 1  # seed for torch, numpy and random
 _C.OUTPUT_DIR = "./output"  # checkpoints, logs, outputs and metrics go here
 
 
+SIZES = {"MODEL.ROI_HEAD.POOL_SIZE"}  # [H, W] keys that also take one number N for N x N
+
+
 def get_default_cfg():
     """A fresh copy of the defaults (a mutable yacs CfgNode)."""
     return _C.clone()
@@ -131,11 +134,14 @@ def _check_keys(names, known, source):
 
 
 def _nested(flat, known):
-    """Unflatten ``{"A.B": v}``, widening ints to floats where the default is a float (1 -> 1.0)."""
+    """Unflatten ``{"A.B": v}``, widening ints to floats where the default is a float (1 -> 1.0)
+    and to [N, N] where it is a size [H, W]."""
     root = {}
     for name, value in flat.items():
         if isinstance(known[name], float) and type(value) is int:
             value = float(value)
+        if name in SIZES and type(value) is int:
+            value = [value, value]
         node = root
         *parents, leaf = name.split(".")
         for p in parents:

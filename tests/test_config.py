@@ -130,6 +130,14 @@ def test_bad_overrides(opts, message):
         load_cfg(None, opts)
 
 
+def test_pool_size_is_height_and_width_or_one_number(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("MODEL:\n  ROI_HEAD:\n    POOL_SIZE: 7\n")
+    assert load_cfg(path).MODEL.ROI_HEAD.POOL_SIZE == [7, 7]
+    assert load_cfg(path, ["MODEL.ROI_HEAD.POOL_SIZE", "[6, 3]"]).MODEL.ROI_HEAD.POOL_SIZE == [6, 3]
+    assert load_cfg(None, ["MODEL.ROI_HEAD.POOL_SIZE", "5"]).MODEL.ROI_HEAD.POOL_SIZE == [5, 5]
+
+
 def test_unknown_key_in_file(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("MODEL:\n  RPN:\n    NMS_THRES: 0.5\n")

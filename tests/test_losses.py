@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from seqnet.errors import SeqNetError
 from tests.tiny import tiny_batch, tiny_model
 
 LOSSES = {
@@ -29,6 +30,24 @@ def test_unfrozen_stem_trains():
     sum(model(*tiny_batch()).values()).backward()
     stem = [model.backbone.conv1.weight, model.backbone.bn1.weight, model.backbone.bn1.bias]
     assert all(p.requires_grad and p.grad is not None and p.grad.abs().sum() > 0 for p in stem)
+
+
+def test_tall_roi_pool_trains_and_predicts():
+    """People are tall: POOL_SIZE [H, W] pools them in fewer, better-placed bins."""
+    model = tiny_model("MODEL.ROI_HEAD.POOL_SIZE", "[6, 3]").train()
+    assert model.roi_heads.box_roi_pool.output_size == (6, 3)
+    losses = model(*tiny_batch())
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    images, _ = tiny_batch(seed=1)
+    out = model.eval().predict(images)
+    assert len(out) == 2 and all(o["embeddings"].shape[1:] == (256,) for o in out)
+
+
+@pytest.mark.parametrize("size", ["[6]", "[6, 0]", "[6.5, 3]"])
+def test_bad_roi_pool_size_fails_with_a_message(size):
+    with pytest.raises(SeqNetError, match="POOL_SIZE"):
+        tiny_model("MODEL.ROI_HEAD.POOL_SIZE", size)
 
 
 def test_loss_weights_apply():

@@ -1,5 +1,7 @@
 """Our threaded RoIAlign gives torchvision's values and gradients, whatever the split."""
 
+import functools
+
 import pytest
 import torch
 from torchvision.ops import roi_align
@@ -14,13 +16,14 @@ def _boxes(n, seed):
     return torch.cat([xy, xy + wh], 1)
 
 
-def _reference(features, boxes):
-    return torch.cat([roi_align(f, [b], 7, 1 / 16, 2) for f, b in zip(features, boxes)])
+def _reference(features, boxes, size=7):
+    return torch.cat([roi_align(f, [b], size, 1 / 16, 2) for f, b in zip(features, boxes)])
 
 
 @pytest.mark.parametrize("counts", [[40], [16, 0, 9, 16], [0]])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_values_and_gradients_match_torchvision(counts, threads):
+@pytest.mark.parametrize("size", [7, (6, 3)])
+def test_values_and_gradients_match_torchvision(counts, threads, size):
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -28,13 +31,14 @@ def test_values_and_gradients_match_torchvision(counts, threads):
         maps = [torch.randn(1, 8, 15 + i, 20, generator=g) for i in range(len(counts))]
         boxes = [_boxes(n, i) for i, n in enumerate(counts)]
         results = []
-        for fn in (_reference, RoIAlign(7, 1 / 16, 2)):
+        for fn in (functools.partial(_reference, size=size), RoIAlign(size, 1 / 16, 2)):
             features = [m.clone().requires_grad_() for m in maps]
             out = fn(features, boxes)
             out.backward(torch.linspace(-1, 1, out.numel()).reshape(out.shape))
             results.append((out, [f.grad for f in features]))
         (ref, ref_grads), (ours, grads) = results
-        assert ours.shape == ref.shape == (sum(counts), 8, 7, 7)
+        height, width = (size, size) if isinstance(size, int) else size
+        assert ours.shape == ref.shape == (sum(counts), 8, height, width)
         assert torch.equal(ours, ref)
         for a, b in zip(grads, ref_grads):
             assert torch.allclose(a, b, atol=1e-5)

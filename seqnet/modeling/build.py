@@ -7,6 +7,7 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
 from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
+from seqnet.errors import SeqNetError
 from seqnet.modeling.backbone import build_resnet
 from seqnet.modeling.heads import BBoxRegressor, NormAwareEmbedding
 from seqnet.modeling.oim import OIMLoss
@@ -38,9 +39,12 @@ def build_model(cfg, load_imagenet=True):
         nms_thresh=m.RPN.NMS_THRESH,
     )
     res4_channels, res5_channels = box_head.out_channels
+    pool = list(m.ROI_HEAD.POOL_SIZE)
+    if len(pool) != 2 or not all(type(v) is int and v > 0 for v in pool):
+        raise SeqNetError(f"MODEL.ROI_HEAD.POOL_SIZE {pool} is not N or [H, W], positive integers")
     roi_heads = SeqRoIHeads(
         box_roi_pool=RoIAlign(
-            output_size=m.ROI_HEAD.POOL_SIZE, spatial_scale=1 / FEATURE_STRIDE, sampling_ratio=2
+            output_size=tuple(pool), spatial_scale=1 / FEATURE_STRIDE, sampling_ratio=2
         ),
         box_head=box_head,
         reid_head=reid_head,

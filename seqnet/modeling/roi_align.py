@@ -19,12 +19,14 @@ class RoIAlign(nn.Module):
 
     ``forward(features, boxes)``: ``features`` one (1, C, H_i, W_i) map per image, ``boxes``
     one (K_i, 4) x1y1x2y2 tensor per image, in the maps' input coordinates; returns
-    (sum K_i, C, S, S) in image order, differentiable with respect to the maps.
+    (sum K_i, C, H, W) in image order, differentiable with respect to the maps.
+    ``output_size``: (H, W), or one number for a square.
     """
 
     def __init__(self, output_size, spatial_scale, sampling_ratio):
         super().__init__()
-        self.output_size = output_size
+        square = isinstance(output_size, int)
+        self.output_size = (output_size, output_size) if square else tuple(output_size)
         self.spatial_scale = spatial_scale
         self.sampling_ratio = sampling_ratio
 
@@ -43,16 +45,16 @@ class RoIAlign(nn.Module):
         ]
 
     def _op(self, feature, rois):
-        s = self.output_size
+        h, w = self.output_size
         return torch.ops.torchvision.roi_align(
-            feature, rois, self.spatial_scale, s, s, self.sampling_ratio, False
+            feature, rois, self.spatial_scale, h, w, self.sampling_ratio, False
         )
 
     def _op_backward(self, grad, rois, shape):
-        s = self.output_size
+        out_h, out_w = self.output_size
         n, c, h, w = shape
         return torch.ops.torchvision._roi_align_backward(
-            grad, rois, self.spatial_scale, s, s, n, c, h, w, self.sampling_ratio, False
+            grad, rois, self.spatial_scale, out_h, out_w, n, c, h, w, self.sampling_ratio, False
         )
 
 

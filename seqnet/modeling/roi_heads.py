@@ -56,7 +56,7 @@ class SeqRoIHeads(nn.Module):
 
     # ------------------------------------------------------------------ shared pieces ---- #
     def pool(self, features, boxes):
-        """RoIAlign each image's boxes on its own (1, C, H, W) map; (sum N_i, C, 14, 14)."""
+        """RoIAlign each image's boxes on its own (1, C, H, W) map; (sum N_i, C, *POOL_SIZE)."""
         return self.box_roi_pool(features, boxes)
 
     def embed(self, features, boxes):
