@@ -26,6 +26,7 @@ from seqnet.cli import main as seqnet
 from seqnet.config import load_cfg
 from seqnet.data import load_cuhk_protocol, load_split
 from seqnet.evaluation.outputs import load_outputs
+from seqnet.evaluation.run import outputs_path
 
 log = logging.getLogger("seqnet.quickstart")
 
@@ -67,9 +68,10 @@ def main(argv=None):
     ckpt = train / f"epoch_{cfg.SOLVER.MAX_EPOCHS - 1}.pth"  # 0-based, as the release
     metrics = json.loads((train / "metrics.json").read_text())
 
-    gallery = _gallery_folder(cfg, out / "gallery")
+    pool = load_split("CUHK-SYSU", data, "gallery")
+    gallery = _gallery_folder(pool, out / "gallery")
     index = out / "gallery_index.pt"
-    _index_from_evaluation(cfg, ckpt, train / "eval_outputs.pt", gallery, index)
+    _index_from_evaluation(cfg, ckpt, pool, gallery, index)
     images = {r["img_name"]: r["img_path"] for r in load_split("CUHK-SYSU", data, "query")}
     for q, query in enumerate(load_cuhk_protocol(str(data), 50)[:QUERIES]):
         box = [f"{v:g}" for v in query["query"]["box"]]
@@ -105,23 +107,22 @@ def bf16_training(precision):
     return precision == "bf16"
 
 
-def _gallery_folder(cfg, folder):
-    """The test pool's images, linked into one folder for ``seqnet search``."""
+def _gallery_folder(pool, folder):
+    """The test pool's images (its records), linked into one folder for ``seqnet search``."""
     folder.mkdir(parents=True, exist_ok=True)
-    for record in load_split("CUHK-SYSU", cfg.INPUT.DATA_ROOT, "gallery"):
+    for record in pool:
         link = folder / record["img_name"]
         if not link.exists():
             link.symlink_to(Path(record["img_path"]).resolve())
     return folder
 
 
-def _index_from_evaluation(cfg, ckpt, outputs_file, folder, path):
+def _index_from_evaluation(cfg, ckpt, pool, folder, path):
     """The search index of the test pool, from the evaluation's detections (same model, same
     config): the searches do not detect the pool again (half a minute on 2 cores)."""
-    records = load_split("CUHK-SYSU", cfg.INPUT.DATA_ROOT, "gallery")
-    files = {r["img_name"]: r["img_path"] for r in records}
-    units = units_from_outputs(load_outputs(outputs_file), files, open_gallery(folder))
-    save_index(path, units, model_key(cfg, ckpt))
+    outputs = load_outputs(outputs_path(cfg, cfg.OUTPUT_DIR))
+    files = {r["img_name"]: r["img_path"] for r in pool}
+    save_index(path, units_from_outputs(outputs, files, open_gallery(folder)), model_key(cfg, ckpt))
 
 
 if __name__ == "__main__":
