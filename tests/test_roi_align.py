@@ -1,4 +1,4 @@
-"""Our threaded RoIAlign gives torchvision's values and gradients, whatever the split."""
+"""Our RoIAlign gives torchvision's values and gradients, whatever the split and sampling."""
 
 import functools
 
@@ -12,18 +12,21 @@ from seqnet.modeling.roi_align import RoIAlign
 def _boxes(n, seed):
     g = torch.Generator().manual_seed(seed)
     xy = torch.rand(n, 2, generator=g) * 200
-    wh = torch.rand(n, 2, generator=g) * 100 + 4
+    wh = torch.rand(n, 2, generator=g) * 250 + 4  # some beyond the map, some 1-5 samples a bin
     return torch.cat([xy, xy + wh], 1)
 
 
-def _reference(features, boxes, size=7):
-    return torch.cat([roi_align(f, [b], size, 1 / 16, 2) for f, b in zip(features, boxes)])
+def _reference(features, boxes, size=7, sampling_ratio=2):
+    return torch.cat(
+        [roi_align(f, [b], size, 1 / 16, sampling_ratio) for f, b in zip(features, boxes)]
+    )
 
 
 @pytest.mark.parametrize("counts", [[40], [16, 0, 9, 16], [0]])
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("size", [7, (6, 3)])
-def test_values_and_gradients_match_torchvision(counts, threads, size):
+@pytest.mark.parametrize("sampling_ratio", [2, 0])  # 0: ceil(bin size) samples, per RoI
+def test_values_and_gradients_match_torchvision(counts, threads, size, sampling_ratio):
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -31,7 +34,8 @@ def test_values_and_gradients_match_torchvision(counts, threads, size):
         maps = [torch.randn(1, 8, 15 + i, 20, generator=g) for i in range(len(counts))]
         boxes = [_boxes(n, i) for i, n in enumerate(counts)]
         results = []
-        for fn in (functools.partial(_reference, size=size), RoIAlign(size, 1 / 16, 2)):
+        reference = functools.partial(_reference, size=size, sampling_ratio=sampling_ratio)
+        for fn in (reference, RoIAlign(size, 1 / 16, sampling_ratio)):
             features = [m.clone().requires_grad_() for m in maps]
             out = fn(features, boxes)
             out.backward(torch.linspace(-1, 1, out.numel()).reshape(out.shape))

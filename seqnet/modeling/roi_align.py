@@ -1,10 +1,12 @@
-"""torchvision's RoIAlign over one feature map per image, spread across CPU threads.
+"""torchvision's RoIAlign over one feature map per image, with a fast CPU backward.
 
-torchvision's CPU RoIAlign kernels, forward and backward, run on one thread: in a training
-step of the demo configuration they took a fifth of the time with 2 threads. Every RoI is
-independent, so the work is cut into (image, chunk of RoIs) pieces that run in parallel
-threads (the kernels free the GIL); the gradients of an image's pieces are summed. The values
-are torchvision's; only the order of the gradient sums differs from one call per image.
+Forward: torchvision's CPU kernel runs on one thread, so the work is cut into (image, chunk of
+RoIs) pieces that run in parallel threads (the kernel frees the GIL); the values are
+torchvision's. Backward: torchvision's CPU kernel recomputes every sample's position for every
+channel and scatters one value at a time: 7 ms for 8 RoIs on a 256-channel map, 9x its forward,
+a tenth of a demo training step. RoIAlign is linear and its bilinear weights factor into a row
+and a column part, so the map's gradient is ``sum_k Wy_k^T G_k Wx_k``: two small matrix
+products (einsum) with the same sampling rules. Only the order of the float sums differs.
 """
 
 import functools
@@ -50,12 +52,39 @@ class RoIAlign(nn.Module):
             feature, rois, self.spatial_scale, h, w, self.sampling_ratio, False
         )
 
-    def _op_backward(self, grad, rois, shape):
+    def _map_gradient(self, grad, rois, shape):
+        """(1, C, H, W) gradient of one image's map from its RoIs' (K, C, h, w) gradients."""
+        if not len(rois):
+            return grad.new_zeros(shape)
         out_h, out_w = self.output_size
-        n, c, h, w = shape
-        return torch.ops.torchvision._roi_align_backward(
-            grad, rois, self.spatial_scale, out_h, out_w, n, c, h, w, self.sampling_ratio, False
-        )
+        x1, y1, x2, y2 = (rois[:, 1:] * self.spatial_scale).unbind(1)  # aligned=False
+        rows = _axis_weights(y1, (y2 - y1).clamp(min=1), out_h, self.sampling_ratio, shape[2])
+        cols = _axis_weights(x1, (x2 - x1).clamp(min=1), out_w, self.sampling_ratio, shape[3])
+        return torch.einsum("kph,kcpq,kqw->chw", rows, grad, cols).unsqueeze(0)
+
+
+def _axis_weights(start, size, bins, sampling_ratio, length):
+    """(K, bins, length): each output bin's bilinear weights along one axis, averaged over its
+    samples, by torchvision's rules (``roi_align_kernel.cpp``): ``sampling_ratio`` samples a bin,
+    or ceil(bin size) when it is 0; samples beyond [-1, length] weigh nothing; the others are
+    clamped into the map."""
+    bin_size = size / bins
+    if sampling_ratio > 0:
+        grid = torch.full_like(size, sampling_ratio, dtype=torch.long)
+    else:
+        grid = torch.ceil(size / bins).long()
+    i = torch.arange(int(grid.max()), device=size.device)
+    b = torch.arange(bins, device=size.device)
+    bin_size, grid3 = bin_size[:, None, None], grid[:, None, None]
+    pos = start[:, None, None] + b[:, None] * bin_size + (i + 0.5) * bin_size / grid3
+    weight = ((pos >= -1) & (pos <= length) & (i < grid3)) / grid3
+    pos = pos.clamp(min=0)
+    low = pos.long().clamp(max=length - 1)
+    high = (low + 1).clamp(max=length - 1)
+    frac = pos - low  # at the last row/column low == high: the weights add up to ``weight``
+    out = pos.new_zeros(len(size), bins, length)
+    out.scatter_add_(2, low, weight * (1 - frac))
+    return out.scatter_add_(2, high, weight * frac)
 
 
 def _run(jobs, fn):
@@ -76,7 +105,7 @@ class _ParallelRoIAlign(torch.autograd.Function):
     @staticmethod
     def forward(ctx, layer, rois, *features):
         pieces = layer._pieces(rois)
-        ctx.layer, ctx.pieces = layer, pieces
+        ctx.layer, ctx.rois = layer, rois
         ctx.shapes = [f.shape for f in features]
         ctx.dtypes = [f.dtype for f in features]
         maps = [f.float() for f in features]
@@ -85,11 +114,12 @@ class _ParallelRoIAlign(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        layer, pieces = ctx.layer, ctx.pieces
-        grads = grad.float().split([len(r) for _, r in pieces])
-        jobs = [(g.contiguous(), r.float(), ctx.shapes[i]) for g, (i, r) in zip(grads, pieces)]
-        parts = _run(jobs, layer._op_backward)
-        sums = [None] * len(ctx.shapes)
-        for (i, _), part in zip(pieces, parts):
-            sums[i] = part if sums[i] is None else sums[i] + part
-        return None, None, *(s.to(d) for s, d in zip(sums, ctx.dtypes))
+        grads = grad.float().split([len(r) for r in ctx.rois])
+        return (
+            None,
+            None,
+            *(
+                ctx.layer._map_gradient(g, r.float(), shape).to(dtype)
+                for g, r, shape, dtype in zip(grads, ctx.rois, ctx.shapes, ctx.dtypes)
+            ),
+        )
