@@ -3,30 +3,38 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
 
 .PHONY: venv test test-slow lint format demo bench clean
 
+# What seqnet needs to run (the demo, benchmarks). --no-compile: Python compiles only the
+# modules it imports, when it first imports them, instead of all of torch up front (~30 s).
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch first: pinned to the builds on the local disk (another version downloads GBs)
-	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -q -e '.[test,tensorboard,video]'
+	$(BIN)/pip install -q --no-compile torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q --no-compile -e .
 	touch $(STAMP)
 
-venv: $(STAMP)
+# Plus the tests, the linter, TensorBoard and video decoding.
+$(DEV_STAMP): $(STAMP)
+	$(BIN)/pip install -q --no-compile -e '.[test,tensorboard,video]'
+	touch $(DEV_STAMP)
 
-test: $(STAMP)
+venv: $(DEV_STAMP)
+
+test: $(DEV_STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
-test-slow: $(STAMP)
+test-slow: $(DEV_STAMP)
 	$(BIN)/python -m pytest -q -m slow || test $$? -eq 5  # exit 5: no slow test selected
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-format: $(STAMP)
+format: $(DEV_STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
