@@ -72,7 +72,7 @@ def _axis_weights(start, size, bins, sampling_ratio, length):
     if sampling_ratio > 0:
         grid = torch.full_like(size, sampling_ratio, dtype=torch.long)
     else:
-        grid = torch.ceil(size / bins).long()
+        grid = torch.ceil(bin_size).long()
     i = torch.arange(int(grid.max()), device=size.device)
     b = torch.arange(bins, device=size.device)
     bin_size, grid3 = bin_size[:, None, None], grid[:, None, None]
