@@ -77,9 +77,13 @@ def test_builtin_demo_end_to_end(tmp_path, monkeypatch, caplog):
     assert caplog.text.count(reused) == 2  # by both searches: none detected the pool
 
 
-@pytest.mark.parametrize("amx", [True, False])
-def test_precision_follows_the_cpu_unless_asked(monkeypatch, amx):
-    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"amx_bf16": amx})
-    assert quickstart.bf16_training("auto") is amx
+@pytest.mark.parametrize(
+    "units, native",
+    [({"amx_bf16": True}, True), ({"avx512_bf16": True, "amx_bf16": False}, True),
+     ({"avx512_bf16": False, "amx_bf16": False, "avx512_f": True}, False), ({}, False)],
+)  # fmt: skip
+def test_precision_follows_the_cpu_unless_asked(monkeypatch, units, native):
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: units)
+    assert quickstart.bf16_training("auto") is native
     assert quickstart.bf16_training("bf16") is True
     assert quickstart.bf16_training("fp32") is False
