@@ -14,12 +14,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# torch first: pinned to the builds on the local disk (another version downloads GBs)
 	$(BIN)/pip install -q --no-compile torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -q --no-compile -e .
+	$(BIN)/pip install -q --no-compile -e '.[train]'
 	touch $(STAMP)
 
 # Plus the tests, the linter, TensorBoard and video decoding.
 $(DEV_STAMP): $(STAMP)
-	$(BIN)/pip install -q --no-compile -e '.[test,tensorboard,video]'
+	$(BIN)/pip install -q --no-compile -e '.[train,runtime,test,tensorboard]'
 	touch $(DEV_STAMP)
 
 venv: $(DEV_STAMP)
@@ -39,10 +39,10 @@ format: $(DEV_STAMP)
 	$(BIN)/ruff check --fix .
 
 demo: $(STAMP)
-	$(BIN)/python -m seqnet.apps.quickstart
+	$(BIN)/python -m seqnet_train.quickstart
 
 bench: $(STAMP)
-	$(BIN)/python bench/bench_inference.py
+	$(BIN)/python benchmarks/bench_inference.py
 
 clean:
 	rm -rf $(VENV) output demo_output .pytest_cache

@@ -4,9 +4,9 @@ inputs, and bad input."""
 import pytest
 from PIL import Image
 
-from seqnet.apps import draw
-from seqnet.cli import main
-from seqnet.data import load_cuhk_protocol
+from seqnet_runtime import draw
+from seqnet_train.cli import main
+from seqnet_train.data import load_cuhk_protocol
 from tests.test_apps_search import QUERY_BOX, make_workspace
 
 

@@ -12,10 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
-from seqnet.cli import main
-from seqnet.config import load_cfg
-from seqnet.data.synth import generate
-from seqnet.modeling.seqnet import SeqNet
+from seqnet_train.cli import main
+from seqnet_train.config import load_cfg
+from seqnet_train.data.synth import generate
+from seqnet_train.modeling.seqnet import SeqNet
 from tests.tiny import TINY_OPTS, tiny_model
 
 # an untrained model scores every box near 0.5: keep them all (a few per image) so that the
@@ -109,7 +109,7 @@ def test_search_writes_results_page_and_summary(ws, tmp_path):
     with Image.open(out / "summary.png") as im:
         assert im.format == "PNG" and im.width > im.height
     assert sorted(p.name for p in out.iterdir()) == [
-        "index.html", "index.pt", "results.json", "summary.png", "thumbs",
+        "index.html", "index.npz", "results.json", "summary.png", "thumbs",
     ]  # fmt: skip
 
 
@@ -119,11 +119,11 @@ def test_second_query_reuses_the_index(ws, tmp_path, predicted, caplog):
     assert sum(predicted) == 3
     with caplog.at_level(logging.INFO):
         again = search(ws, out)
-        search(ws, tmp_path / "other", "--index", str(out / "index.pt"), query="s7.jpg")
+        search(ws, tmp_path / "other", "--index", str(out / "index.npz"), query="s7.jpg")
     assert sum(predicted) == 3  # no detection on the second and third queries
     assert "3 units reused, 0 to index, 0 removed" in caplog.text
     assert again["matches"] == first["matches"]
-    assert not (tmp_path / "other" / "index.pt").exists()  # --index: kept where it was given
+    assert not (tmp_path / "other" / "index.npz").exists()  # --index: kept where it was given
 
 
 def test_changed_gallery_is_reindexed_incrementally(ws, tmp_path, predicted, caplog):
@@ -157,7 +157,7 @@ def test_changed_model_config_is_reindexed(ws, tmp_path, predicted, caplog):
 
 
 def _write_video(path, frames):
-    av = pytest.importorskip("av", reason="PyAV is not installed (pip install 'seqnet[video]')")
+    av = pytest.importorskip("av", reason="PyAV is not installed (pip install av)")
     with av.open(str(path), "w") as container:
         stream = container.add_stream("mpeg4", rate=5)
         stream.width, stream.height, stream.pix_fmt = 128, 96, "yuv420p"
@@ -176,6 +176,7 @@ def test_video_gallery_every_kth_frame(ws, tmp_path, predicted):
     results = search(ws, out, "--every", "2", "--topk", "3", gallery=video)
     assert sum(predicted) == 3  # frames 0, 2, 4 of 5
     assert results["every"] == 2 and results["indexed"]["frames"] == 3
+    assert len(results["matches"]) == 3
     for m in results["matches"]:
         assert m["video"] == str(video) and m["frame"] in (0, 2, 4)
         assert m["time"] == pytest.approx(m["frame"] / 5)

@@ -5,8 +5,8 @@ import logging
 import pytest
 import torch
 
-from seqnet.errors import SeqNetError
-from seqnet.modeling import load_checkpoint
+from seqnet_train.errors import SeqNetError
+from seqnet_train.modeling import load_checkpoint
 from tests.tiny import tiny_batch, tiny_model
 
 
@@ -85,8 +85,8 @@ def test_checkpoint_of_another_backbone_is_an_error(tmp_path):
 
 def test_resnet10_builds_trains_and_warns_of_random_init(tmp_path, caplog):
     """One BasicBlock per stage: a fraction of ResNet-18, the same heads and state-dict names."""
-    from seqnet.config import load_cfg
-    from seqnet.modeling import build_model
+    from seqnet_train.config import load_cfg
+    from seqnet_train.modeling import build_model
     from tests.tiny import TINY_OPTS
 
     with caplog.at_level(logging.WARNING):

@@ -6,8 +6,8 @@ import sys
 import pytest
 import yaml
 
-from seqnet.config import get_default_cfg, load_cfg
-from seqnet.errors import SeqNetError
+from seqnet_train.config import get_default_cfg, load_cfg
+from seqnet_train.errors import SeqNetError
 
 # A config.yaml as the original release dumps it (yacs, exactly the SPEC keys, int loss weights).
 ORIGINAL_DUMP = """

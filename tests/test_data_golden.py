@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from seqnet.data import load_cuhk_protocol, load_queries, load_split
+from seqnet_train.data import load_cuhk_protocol, load_queries, load_split
 
 GOLD = Path(__file__).resolve().parents[2] / "shared" / "evalgold"
 pytestmark = [

@@ -8,14 +8,14 @@ import scipy.io
 import torch
 from PIL import Image
 
-from seqnet.config import get_default_cfg
-from seqnet.data import build_test_loader, mat5
-from seqnet.data.loader import RecordDataset
-from seqnet.data.records import make_record
-from seqnet.data.synth_write import struct
-from seqnet.data.transforms import hflip
-from seqnet.engine.data_order import EpochBatches, build_loader
-from seqnet.errors import SeqNetError
+from seqnet_train.config import get_default_cfg
+from seqnet_train.data import build_test_loader, mat5
+from seqnet_train.data.loader import RecordDataset
+from seqnet_train.data.records import make_record
+from seqnet_train.data.synth_write import struct
+from seqnet_train.data.transforms import hflip
+from seqnet_train.engine.data_order import EpochBatches, build_loader
+from seqnet_train.errors import SeqNetError
 
 
 def _records(tmp_path, sizes):

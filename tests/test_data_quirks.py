@@ -7,11 +7,11 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from seqnet.data import check_images, check_lut_size, load_cuhk_protocol, load_split
-from seqnet.data.cuhk_sysu import load_subset
-from seqnet.data.synth_write import cell, savemat, struct
-from seqnet.errors import SeqNetError
-from seqnet.identities import UNLABELED
+from seqnet_train.data import check_images, check_lut_size, load_cuhk_protocol, load_split
+from seqnet_train.data.cuhk_sysu import load_subset
+from seqnet_train.data.synth_write import cell, savemat, struct
+from seqnet_train.errors import SeqNetError
+from seqnet_train.identities import UNLABELED
 
 
 @pytest.fixture(autouse=True)

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from seqnet.cli import main
-from seqnet.data import load_cuhk_protocol, load_queries, load_split, synth_write
-from seqnet.data.convert import convert
-from seqnet.data.synth import generate
-from seqnet.data.synth_world import MAX_QUERY_HIDDEN, Frame, Person, choose_queries, hidden
-from seqnet.errors import SeqNetError
+from seqnet_train.cli import main
+from seqnet_train.data import load_cuhk_protocol, load_queries, load_split, synth_write
+from seqnet_train.data.convert import convert
+from seqnet_train.data.synth import generate
+from seqnet_train.data.synth_world import MAX_QUERY_HIDDEN, Frame, Person, choose_queries, hidden
+from seqnet_train.errors import SeqNetError
 
 SIZES = dict(train_images=14, test_images=10, train_ids=5, test_ids=4, people=3, size=(96, 128))
 DATASET = {"cuhk-sysu": ("CUHK-SYSU", ""), "prw": ("PRW", ""), "json": ("JSON", "dataset.json")}

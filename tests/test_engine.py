@@ -11,12 +11,12 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from seqnet.config import load_cfg
-from seqnet.data.synth import generate
-from seqnet.engine import checkpoint as ckpt_io
-from seqnet.engine.schedule import build_scheduler, input_scale, lr_factor
-from seqnet.engine.train import train
-from seqnet.errors import SeqNetError
+from seqnet_train.config import load_cfg
+from seqnet_train.data.synth import generate
+from seqnet_train.engine import checkpoint as ckpt_io
+from seqnet_train.engine.schedule import build_scheduler, input_scale, lr_factor
+from seqnet_train.engine.train import train
+from seqnet_train.errors import SeqNetError
 
 TINY = """
 DEVICE: cpu
@@ -120,7 +120,7 @@ def test_progressive_resize_schedule():
 
 def test_training_images_follow_the_progressive_scale(tiny, tmp_path, monkeypatch):
     """The first epoch trains at 96x128, the second at the configured 120x160."""
-    from seqnet.modeling.seqnet import SeqNet
+    from seqnet_train.modeling.seqnet import SeqNet
 
     sizes = []
     forward = SeqNet.forward
@@ -189,7 +189,7 @@ def test_bf16_training_step_on_cpu(tiny, tmp_path):
 
 
 def _poison_box_reg(monkeypatch):
-    from seqnet.modeling.roi_heads import SeqRoIHeads
+    from seqnet_train.modeling.roi_heads import SeqRoIHeads
 
     losses = SeqRoIHeads.losses
 
@@ -213,7 +213,7 @@ def test_nonfinite_loss_can_skip_the_step(tiny, tmp_path, monkeypatch):
     _poison_box_reg(monkeypatch)
     cfg = load_cfg(tiny[0], ["OUTPUT_DIR", str(tmp_path), "SOLVER.MAX_EPOCHS", "1",
                              "SOLVER.NONFINITE", "skip", "EVAL_PERIOD", "5"])  # fmt: skip
-    from seqnet.modeling import build_model
+    from seqnet_train.modeling import build_model
 
     torch.manual_seed(cfg.SEED)
     initial = build_model(cfg, load_imagenet=False).state_dict()

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from seqnet.cli import main
-from seqnet.data import load_queries, load_split
-from seqnet.data.cuhk_sysu import protocol_arrays
-from seqnet.evaluation.detection import eval_detection
-from seqnet.evaluation.outputs import load_outputs, save_outputs, split_rows
-from seqnet.evaluation.protocols import cuhk_protocol, identity_protocol
-from seqnet.evaluation.search import Cbgm, keep_detections, search, summarize
+from seqnet_train.cli import main
+from seqnet_train.data import load_queries, load_split
+from seqnet_train.data.cuhk_sysu import protocol_arrays
+from seqnet_train.evaluation.detection import eval_detection
+from seqnet_train.evaluation.outputs import load_outputs, save_outputs, split_rows
+from seqnet_train.evaluation.protocols import cuhk_protocol, identity_protocol
+from seqnet_train.evaluation.search import Cbgm, keep_detections, search, summarize
 
 pytestmark = pytest.mark.golden
 CASES = [("CUHK-SYSU", "cuhk"), ("PRW", "prw")]
@@ -50,7 +50,7 @@ def test_detection_numbers(gold, dataset, short):
 @pytest.mark.parametrize("dense", [0.0, 2.0], ids=["one-product", "image-by-image"])
 @pytest.mark.parametrize("dataset,short", CASES)
 def test_search_numbers_per_query(gold, dataset, short, dense, monkeypatch):
-    monkeypatch.setattr("seqnet.evaluation.search.DENSE_FRACTION", dense)  # both CUHK paths
+    monkeypatch.setattr("seqnet_train.evaluation.search.DENSE_FRACTION", dense)  # both CUHK paths
     root, expected = gold
     out, gallery = _setup(root, dataset, short)
     for case in expected[dataset]["eval_search"]:

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
-from seqnet.evaluation.ap import average_precision
-from seqnet.evaluation.detection import eval_detection
-from seqnet.evaluation.protocols import cuhk_protocol, identity_protocol
-from seqnet.evaluation.search import Cbgm, keep_detections, search, summarize
+from seqnet_train.evaluation.ap import average_precision
+from seqnet_train.evaluation.detection import eval_detection
+from seqnet_train.evaluation.protocols import cuhk_protocol, identity_protocol
+from seqnet_train.evaluation.search import Cbgm, keep_detections, search, summarize
 
 
 def unit(s):

@@ -9,13 +9,13 @@ import pytest
 import torch
 from torch import nn
 
-from seqnet.config import load_cfg
-from seqnet.data import load_split
-from seqnet.errors import SeqNetError
-from seqnet.evaluation import evaluate
-from seqnet.evaluation.inference import infer, merge_shards
-from seqnet.evaluation.outputs import load_outputs, save_outputs
-from seqnet.evaluation.report import format_table
+from seqnet_train.config import load_cfg
+from seqnet_train.data import load_split
+from seqnet_train.errors import SeqNetError
+from seqnet_train.evaluation import evaluate
+from seqnet_train.evaluation.inference import infer, merge_shards
+from seqnet_train.evaluation.outputs import load_outputs, save_outputs
+from seqnet_train.evaluation.report import format_table
 
 
 class FakeModel(nn.Module):
@@ -128,7 +128,7 @@ def test_outputs_round_trip_and_npz_converter(tmp_path):
         "query_feats": rng.random((1, 256), dtype=np.float32),
     }  # fmt: skip
     np.savez(tmp_path / "x.npz", **out)
-    cmd = [sys.executable, "-m", "seqnet.evaluation.convert_npz", tmp_path / "x.npz"]
+    cmd = [sys.executable, "-m", "seqnet_train.evaluation.convert_npz", tmp_path / "x.npz"]
     subprocess.run([*cmd, tmp_path / "x.pt"], check=True)
     back = load_outputs(tmp_path / "x.pt")
     for k, v in out.items():

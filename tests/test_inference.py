@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from seqnet.errors import SeqNetError
-from seqnet.modeling.inference import optimize_for_inference
+from seqnet_train.errors import SeqNetError
+from seqnet_train.modeling.inference import optimize_for_inference
 from tests.tiny import tiny_batch, tiny_model
 
 

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from seqnet.errors import SeqNetError
+from seqnet_train.errors import SeqNetError
 from tests.tiny import tiny_batch, tiny_model
 
 LOSSES = {

@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from seqnet.identities import UNLABELED
-from seqnet.modeling.oim import OIMLoss
+from seqnet_train.identities import UNLABELED
+from seqnet_train.modeling.oim import OIMLoss
 
 
 def loop_update(lut, cq, ptr, x, y, m):

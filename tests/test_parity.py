@@ -10,9 +10,9 @@ import sys
 import pytest
 import torch
 
-from seqnet.config import load_cfg
-from seqnet.modeling import build_model
-from seqnet.modeling.inference import optimize_for_inference
+from seqnet_train.config import load_cfg
+from seqnet_train.modeling import build_model
+from seqnet_train.modeling.inference import optimize_for_inference
 
 BOX_TOL, SCORE_TOL, EMB_TOL = 1e-3, 1e-4, 1e-4
 

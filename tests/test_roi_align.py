@@ -6,7 +6,7 @@ import pytest
 import torch
 from torchvision.ops import roi_align
 
-from seqnet.modeling.roi_align import RoIAlign
+from seqnet_train.modeling.roi_align import RoIAlign
 
 
 def _boxes(n, seed):

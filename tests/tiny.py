@@ -2,8 +2,8 @@
 
 import torch
 
-from seqnet.config import load_cfg
-from seqnet.modeling import build_model
+from seqnet_train.config import load_cfg
+from seqnet_train.modeling import build_model
 
 TINY_OPTS = [
     "DEVICE", "cpu",

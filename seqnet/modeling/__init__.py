@@ -1,6 +1,0 @@
-"""The SeqNet network: ``build_model(cfg)`` and checkpoint loading."""
-
-from seqnet.modeling.build import build_model
-from seqnet.modeling.checkpoint import load_checkpoint
-
-__all__ = ["build_model", "load_checkpoint"]

@@ -1,0 +1,90 @@
+"""The PyTorch backend of the runtime: the trained model behind ``seqnet_runtime``'s Session.
+
+``seqnet search`` / ``seqnet demo`` run the runtime's app on it, and it is the baseline (and
+the reference for parity) of the exported packages. It runs today's fast inference copy
+(``seqnet_train.modeling.inference``).
+"""
+
+import hashlib
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from seqnet_runtime.backend import Session
+from seqnet_train.config import load_cfg
+from seqnet_train.modeling import build_model, load_checkpoint
+from seqnet_train.modeling.build import EMBEDDING_DIM
+from seqnet_train.modeling.inference import optimize_for_inference
+
+log = logging.getLogger(__name__)
+
+
+def pick_device(name):
+    """``cfg.DEVICE``; "cuda" falls back to the CPU, with a warning, when there is no GPU."""
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        log.warning("DEVICE %s is not available; running on the CPU", name)
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+def load_model(cfg, ckpt):
+    """The configured SeqNet with ``ckpt``'s weights, optimised for inference.
+
+    A missing or corrupt checkpoint, or one that does not fit the config, raises SeqNetError.
+    """
+    device = pick_device(cfg.DEVICE)
+    model = build_model(cfg, load_imagenet=False)
+    load_checkpoint(model, ckpt)
+    model.to(device)
+    return optimize_for_inference(model, cfg.INFERENCE.PRECISION, cfg.INFERENCE.COMPILE), device
+
+
+def model_key(cfg, ckpt):
+    """A digest of what decides the detections and embeddings: the checkpoint's bytes and the
+    model, input-size and inference config keys. The index is rebuilt when it changes."""
+    h = hashlib.sha256()
+    with open(Path(ckpt), "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    for node in (cfg.MODEL, cfg.INFERENCE):
+        h.update(node.dump().encode())
+    h.update(f"{cfg.INPUT.MIN_SIZE} {cfg.INPUT.MAX_SIZE}".encode())
+    return h.hexdigest()
+
+
+def to_tensor(image):
+    """H x W x 3 uint8 (or float32 in [0, 1]) array -> float32 (3, H, W) in [0, 1]."""
+    image = np.ascontiguousarray(image)
+    tensor = torch.from_numpy(image if image.flags.writeable else image.copy()).permute(2, 0, 1)
+    return tensor.float().div_(255) if image.dtype == np.uint8 else tensor.float()
+
+
+class TorchSession(Session):
+    """A checkpoint and its config on PyTorch: ``TorchSession(ckpt, cfg=CfgNode | YAML path)``."""
+
+    name = "torch"
+
+    def __init__(self, ckpt, cfg=None, opts=()):
+        if cfg is None or isinstance(cfg, (str, Path)):
+            cfg = load_cfg(cfg, list(opts))
+        self.model, self.device = load_model(cfg, ckpt)
+        self.key = model_key(cfg, ckpt)
+        self.dim = EMBEDDING_DIM
+        self.batch_size = cfg.INPUT.BATCH_SIZE_TEST
+
+    def _tensors(self, images):
+        return [to_tensor(im).to(self.device) for im in images]
+
+    def _detect(self, images, context_boxes):
+        if context_boxes is not None:
+            context_boxes = [torch.from_numpy(b).to(self.device) for b in context_boxes]
+        out = self.model.predict(self._tensors(images), context_boxes)
+        return [
+            {k: o[k].float().cpu().numpy() for k in ("boxes", "scores", "embeddings")} for o in out
+        ]
+
+    def _embed(self, image, boxes):
+        boxes = torch.from_numpy(boxes).to(self.device)
+        return self.model.embed_boxes(self._tensors([image]), [boxes])[0].float().cpu().numpy()
