@@ -102,3 +102,27 @@ def summary(query, matches):
         draw.multiline_text((x, pad + CROP_HEIGHT + 6), cap, fill=TEXT, font=font, spacing=2)
         x += CROP_WIDTH + pad + (gap if n == 0 else 0)
     return canvas
+
+
+PALETTE = [(40, 200, 60), (60, 140, 255), (230, 60, 200), (250, 220, 40), (0, 210, 210)]
+
+
+def query_colour(n):
+    """The colour of query ``n`` in frames, the timeline and the page."""
+    return PALETTE[n % len(PALETTE)]
+
+
+def frame(image, boxes, labels):
+    """A copy of the frame ``image`` (PIL) at its own size with every detection box (thin,
+    orange) and ``labels`` ``[(box index, text, colour)]`` drawn thick and tagged on top."""
+    out = image.copy()
+    draw = ImageDraw.Draw(out)
+    width = max(1, min(out.size) // 240)
+    for box in boxes:
+        draw.rectangle([float(v) for v in box], outline=OTHER, width=width)
+    font = _font(out.size)
+    for j, text, colour in labels:
+        box = [float(v) for v in boxes[j]]
+        draw.rectangle(box, outline=colour, width=3 * width)
+        _label(draw, box, text, colour, font)
+    return out

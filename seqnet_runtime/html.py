@@ -55,3 +55,46 @@ def page(query, matches, gallery, note=""):
         f"query</div>{empty}\n"
         f'<div class="grid">\n' + "\n".join(cards) + "\n</div></body></html>\n"
     )
+
+
+def run_page(report, annotated):
+    """``seqnet-run``'s page: per query its crop and best hits (crops and marked frames), the
+    timeline, and a link to the annotated video. ``report``: matches.json's contents."""
+    is_video = report["kind"] == "video"
+    sections = []
+    for q in report["queries"]:
+        cards = [
+            f'<div class="card query"><img class="crop" src="{_e(q["crop"])}" alt="query">'
+            f'<div class="score">{_e(q["name"])}</div><div>{_e(q["image"])}</div></div>'
+        ]
+        for h in q["hits"]:
+            where = f"frame {h['frame']} ({h['time']:.2f} s)" if is_video else _e(h["image"])
+            above = h["similarity"] >= report["threshold"]
+            cards.append(
+                f'<div class="card{" best" if above else ""}">'
+                f'<img class="crop" src="{_e(h["crop"])}" alt="hit {h["rank"]}">'
+                f'<div class="score">#{h["rank"]} &nbsp;{h["similarity"]:.3f}</div>'
+                f"<div>{where}</div><div>detection {h['det_score']:.2f}</div>"
+                f'<a href="{_e(h["thumb"])}"><img class="full" src="{_e(h["thumb"])}" '
+                f'alt="{where}"></a></div>'
+            )
+        if not q["hits"]:
+            cards.append('<p class="none">No person was detected.</p>')
+        sections.append(
+            f'<h2>{_e(q["name"])}</h2>\n<div class="grid">\n' + "\n".join(cards) + "\n</div>"
+        )
+    partial = ' · <b class="none">partial: stopped before the end</b>' if report["partial"] else ""
+    video = ' · <a href="annotated.mp4">annotated video</a>' if annotated else ""
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>seqnet-run: {_e(report['input'])}</title><style>{STYLE}"
+        "h2 { font-size: 17px; margin: 22px 0 8px; } .timeline { max-width: 100%; }"
+        "</style></head>\n"
+        f"<body><h1>Person search in {_e(report['input'])}</h1>"
+        f'<div class="meta">{report["frames"]} frames (one in {report["every"]}) · backend '
+        f"{_e(report['backend'])} · threshold {report['threshold']:g} · score = cosine "
+        f"similarity to the query{video}{partial}</div>\n"
+        '<img class="timeline" src="timeline.png" alt="best similarity over time">\n'
+        + "\n".join(sections)
+        + "\n</body></html>\n"
+    )

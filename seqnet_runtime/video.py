@@ -1,7 +1,11 @@
-"""Decoding every k-th frame of a video with PyAV."""
+"""Video files with PyAV: decoding every k-th frame, and writing an MP4."""
 
 import importlib
+from fractions import Fraction
 from pathlib import Path
+
+import numpy as np
+from PIL import Image
 
 from seqnet_runtime.errors import SeqNetError
 
@@ -10,9 +14,7 @@ def _av():
     try:
         return importlib.import_module("av")
     except ImportError:
-        raise SeqNetError(
-            "reading a video needs PyAV: pip install av"
-        ) from None
+        raise SeqNetError("reading a video needs PyAV: pip install av") from None
 
 
 def frame_count(path):
@@ -23,6 +25,17 @@ def frame_count(path):
             return container.streams.video[0].frames if container.streams.video else 0
     except (av.error.FFmpegError, OSError):
         return 0
+
+
+def frame_rate(path):
+    """Frames per second the container declares (25 when it does not say)."""
+    av = _av()
+    try:
+        with av.open(str(path)) as container:
+            rate = container.streams.video[0].average_rate if container.streams.video else None
+            return Fraction(rate) if rate else Fraction(25)
+    except (av.error.FFmpegError, OSError):
+        return Fraction(25)
 
 
 def frames(path, every=1):
@@ -58,3 +71,51 @@ def check_video(path):
     first = frames(path, 1)
     next(first)
     first.close()
+
+
+class VideoWriter:
+    """An H.264 (or, without libx264, MPEG-4) MP4 written frame by frame: memory stays flat
+    however long the video. Frames of another size than the first are letterboxed to it."""
+
+    def __init__(self, path, fps):
+        self.av, self.path, self.fps = _av(), Path(path), Fraction(fps).limit_denominator(1001)
+        self.container = self.stream = None
+        self.frames = 0
+
+    def _open(self, height, width):
+        codec = "libx264" if "libx264" in self.av.codecs_available else "mpeg4"
+        self.container = self.av.open(str(self.path), "w")
+        self.stream = self.container.add_stream(codec, rate=self.fps)
+        self.stream.width, self.stream.height = width, height
+        self.stream.pix_fmt = "yuv420p"
+        if codec == "libx264":
+            self.stream.options = {"crf": "23", "preset": "veryfast"}
+
+    def write(self, image):
+        """Append one H x W x 3 uint8 RGB frame."""
+        if self.container is None:  # yuv420p needs even sizes
+            self._open(image.shape[0] // 2 * 2 or 2, image.shape[1] // 2 * 2 or 2)
+        frame = _fit(image, self.stream.height, self.stream.width)
+        video_frame = self.av.VideoFrame.from_ndarray(frame, format="rgb24")
+        for packet in self.stream.encode(video_frame):
+            self.container.mux(packet)
+        self.frames += 1
+
+    def close(self):
+        if self.container is not None:
+            for packet in self.stream.encode():
+                self.container.mux(packet)
+            self.container.close()
+
+
+def _fit(image, height, width):
+    """``image`` scaled (aspect kept) and centred on a black ``height`` x ``width`` frame."""
+    if image.shape[:2] == (height, width):
+        return np.ascontiguousarray(image)
+    scale = min(height / image.shape[0], width / image.shape[1])
+    size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
+    small = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
+    out = np.zeros((height, width, 3), np.uint8)
+    top, left = (height - small.shape[0]) // 2, (width - small.shape[1]) // 2
+    out[top : top + small.shape[0], left : left + small.shape[1]] = small
+    return out

@@ -14,8 +14,10 @@ import torch
 
 from seqnet_runtime.backend import Session
 from seqnet_train.config import load_cfg
+from seqnet_train.errors import SeqNetError
 from seqnet_train.modeling import build_model, load_checkpoint
 from seqnet_train.modeling.build import EMBEDDING_DIM
+from seqnet_train.modeling.checkpoint import read_checkpoint
 from seqnet_train.modeling.inference import optimize_for_inference
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,17 @@ def model_key(cfg, ckpt):
     return h.hexdigest()
 
 
+def checkpoint_cfg(ckpt, opts=()):
+    """The config a training checkpoint of ours carries, with ``opts`` overrides; a released
+    checkpoint (weights only) raises a SeqNetError asking for the config file."""
+    text = read_checkpoint(ckpt).get("config")
+    if not isinstance(text, str):
+        raise SeqNetError(
+            f"{ckpt} carries no config (a released checkpoint?): give its config with --cfg"
+        )
+    return load_cfg(text=text, opts=opts, source=f"{ckpt}'s config")
+
+
 def to_tensor(image):
     """H x W x 3 uint8 (or float32 in [0, 1]) array -> float32 (3, H, W) in [0, 1]."""
     image = np.ascontiguousarray(image)
@@ -62,13 +75,26 @@ def to_tensor(image):
 
 
 class TorchSession(Session):
-    """A checkpoint and its config on PyTorch: ``TorchSession(ckpt, cfg=CfgNode | YAML path)``."""
+    """A checkpoint on PyTorch, with its config: ``cfg`` (a CfgNode or a YAML file), else the
+    one the checkpoint carries; ``device`` and ``precision`` override the config's."""
 
     name = "torch"
 
-    def __init__(self, ckpt, cfg=None, opts=()):
-        if cfg is None or isinstance(cfg, (str, Path)):
-            cfg = load_cfg(cfg, list(opts))
+    def __init__(self, ckpt, cfg=None, opts=(), device=None, precision=None):
+        if device and device.startswith("cuda") and not torch.cuda.is_available():
+            raise SeqNetError(f"--device {device}: PyTorch sees no CUDA GPU here")
+        opts = list(opts)
+        opts += ["DEVICE", device] if device else []
+        opts += ["INFERENCE.PRECISION", precision] if precision else []
+        if cfg is None:
+            cfg = checkpoint_cfg(ckpt, opts)
+        elif isinstance(cfg, (str, Path)):
+            cfg = load_cfg(cfg, opts)
+        elif opts:
+            cfg = cfg.clone()
+            cfg.defrost()
+            cfg.merge_from_list(opts)
+            cfg.freeze()
         self.model, self.device = load_model(cfg, ckpt)
         self.key = model_key(cfg, ckpt)
         self.dim = EMBEDDING_DIM

@@ -158,8 +158,9 @@ def _merge(cfg, flat, known, source):
         raise SeqNetError(f"{source}: {e}") from None
 
 
-def load_cfg(path=None, opts=(), freeze=True):
-    """Defaults, then the YAML file at ``path``, then ``KEY VALUE`` overrides, as the original.
+def load_cfg(path=None, opts=(), freeze=True, text=None, source=None):
+    """Defaults, then the YAML file at ``path`` (or the YAML ``text``, e.g. a checkpoint's,
+    named ``source`` in messages), then ``KEY VALUE`` overrides, as the original.
 
     Unknown keys fail with a message naming them and the closest valid keys.
     """
@@ -169,13 +170,15 @@ def load_cfg(path=None, opts=(), freeze=True):
         path = Path(path)
         if not path.is_file():
             raise SeqNetError(f"config file not found: {path}")
+        text, source = path.read_text(), str(path)
+    if text is not None:
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.safe_load(text) or {}
         except yaml.YAMLError as e:
-            raise SeqNetError(f"{path}: not valid YAML ({e.__class__.__name__})") from None
+            raise SeqNetError(f"{source}: not valid YAML ({e.__class__.__name__})") from None
         if not isinstance(data, dict):
-            raise SeqNetError(f"{path}: expected a mapping of config keys at the top level")
-        _merge(cfg, _flat_keys(data), known, str(path))
+            raise SeqNetError(f"{source}: expected a mapping of config keys at the top level")
+        _merge(cfg, _flat_keys(data), known, source)
     opts = list(opts)
     if len(opts) % 2:
         raise SeqNetError(f"overrides must come in KEY VALUE pairs, got {len(opts)} words: {opts}")
