@@ -74,11 +74,36 @@ def to_tensor(image):
     return tensor.float().div_(255) if image.dtype == np.uint8 else tensor.float()
 
 
-class TorchSession(Session):
-    """A checkpoint on PyTorch, with its config: ``cfg`` (a CfgNode or a YAML file), else the
-    one the checkpoint carries; ``device`` and ``precision`` override the config's."""
+class ModelSession(Session):
+    """A SeqNet already in memory (eval mode, on ``device``) behind the runtime's interface:
+    what evaluation and the benchmarks run, whatever the model's optimisations."""
 
     name = "torch"
+
+    def __init__(self, model, device=None, key="", batch_size=1):
+        self.model = model
+        self.device = device or next(model.parameters()).device
+        self.key, self.dim, self.batch_size = key, EMBEDDING_DIM, batch_size
+
+    def _tensors(self, images):
+        return [to_tensor(im).to(self.device) for im in images]
+
+    def _detect(self, images, context_boxes):
+        if context_boxes is not None:
+            context_boxes = [torch.from_numpy(b).to(self.device) for b in context_boxes]
+        out = self.model.predict(self._tensors(images), context_boxes)
+        return [
+            {k: o[k].float().cpu().numpy() for k in ("boxes", "scores", "embeddings")} for o in out
+        ]
+
+    def _embed(self, image, boxes):
+        boxes = torch.from_numpy(boxes).to(self.device)
+        return self.model.embed_boxes(self._tensors([image]), [boxes])[0].float().cpu().numpy()
+
+
+class TorchSession(ModelSession):
+    """A checkpoint on PyTorch, with its config: ``cfg`` (a CfgNode or a YAML file), else the
+    one the checkpoint carries; ``device`` and ``precision`` override the config's."""
 
     def __init__(self, ckpt, cfg=None, opts=(), device=None, precision=None):
         if device and device.startswith("cuda") and not torch.cuda.is_available():
@@ -95,22 +120,5 @@ class TorchSession(Session):
             cfg.defrost()
             cfg.merge_from_list(opts)
             cfg.freeze()
-        self.model, self.device = load_model(cfg, ckpt)
-        self.key = model_key(cfg, ckpt)
-        self.dim = EMBEDDING_DIM
-        self.batch_size = cfg.INPUT.BATCH_SIZE_TEST
-
-    def _tensors(self, images):
-        return [to_tensor(im).to(self.device) for im in images]
-
-    def _detect(self, images, context_boxes):
-        if context_boxes is not None:
-            context_boxes = [torch.from_numpy(b).to(self.device) for b in context_boxes]
-        out = self.model.predict(self._tensors(images), context_boxes)
-        return [
-            {k: o[k].float().cpu().numpy() for k in ("boxes", "scores", "embeddings")} for o in out
-        ]
-
-    def _embed(self, image, boxes):
-        boxes = torch.from_numpy(boxes).to(self.device)
-        return self.model.embed_boxes(self._tensors([image]), [boxes])[0].float().cpu().numpy()
+        model, device = load_model(cfg, ckpt)
+        super().__init__(model, device, model_key(cfg, ckpt), cfg.INPUT.BATCH_SIZE_TEST)
