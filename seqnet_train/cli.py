@@ -1,131 +1,199 @@
 """``seqnet <command>``: one entry point, the original's command shapes, KEY VALUE overrides.
 
-Each command's work lives in its own module, imported only when that command runs, so
-``seqnet -h`` is instant and a command's heavy imports never slow another's.
+Each command's work lives in its own module, imported only when that command runs (see
+``seqnet_runtime.cli_common.run``), so ``seqnet -h`` is instant and never imports torch. Every
+handler receives the parsed options as an argparse-like namespace (``args.cfg``, ``args.opts``...).
 """
 
-import argparse
-import importlib
-import importlib.util
-import logging
-import sys
+import re
+from types import SimpleNamespace
 
-from seqnet_train.errors import SeqNetError
+import click
 
-# command -> (module:function that runs it, one-line help)
+from seqnet_runtime import cli_common
+
+# command -> the module:function that runs it
 COMMANDS = {
-    "train": ("seqnet_train.engine.train:run", "train (or --eval a checkpoint) as the original train.py"),
-    "eval": ("seqnet_train.evaluation.run:run", "evaluate a checkpoint with every standard protocol"),
-    "score": ("seqnet_train.evaluation.run:run_score", "score a saved outputs file, no model needed"),
-    "demo": ("seqnet_train.apps:run_demo", "draw detections and similarities to a query"),
-    "search": ("seqnet_train.apps:run_search", "search a folder of images or a video for a person"),
-    "synth": ("seqnet_train.data.synth:run", "write a synthetic CUHK-SYSU, PRW or JSON dataset"),
-    "convert": ("seqnet_train.data.convert:run", "convert CUHK-SYSU or PRW into the JSON format"),
-    "bench": ("seqnet_train.bench:run", "time inference of the default model on this machine"),
+    "train": "seqnet_train.engine.train:run",
+    "eval": "seqnet_train.evaluation.run:run",
+    "score": "seqnet_train.evaluation.run:run_score",
+    "demo": "seqnet_train.apps:run_demo",
+    "search": "seqnet_train.apps:run_search",
+    "synth": "seqnet_train.data.synth:run",
+    "convert": "seqnet_train.data.convert:run",
 }
 
-
-def _add_cfg(p, required=True):
-    p.add_argument("--cfg", required=required, help="YAML config (e.g. configs/cuhk_sysu.yaml)")
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
-
-
-def _train_args(p):
-    _add_cfg(p)
-    p.add_argument("--resume", action="store_true", help="resume from --ckpt or the newest one")
-    p.add_argument("--ckpt", help="checkpoint to resume from or to evaluate")
-    p.add_argument("--eval", action="store_true", help="evaluate --ckpt instead of training")
+# Trailing KEY VALUE overrides: everything from the first KEY on is one (argparse.REMAINDER's
+# shape), so values such as -1 are never read as options.
+OVERRIDES = {"ignore_unknown_options": True, "allow_interspersed_args": False}
+EPILOG = "KEY VALUE...: config overrides, e.g. SOLVER.BASE_LR 0.01"
 
 
-def _eval_args(p):
-    _add_cfg(p)
-    p.add_argument("--ckpt", required=True, help="checkpoint (epoch_N.pth or a bare state dict)")
+class _Group(click.Group):
+    def list_commands(self, ctx):
+        return list(self.commands)  # as defined (the workflow's order), not alphabetical
 
 
-def _score_args(p):
-    _add_cfg(p)
-    p.add_argument("--outputs", required=True, help="inference outputs file (.pt or .npz)")
-    p.add_argument("--json", help="also write the metrics to this JSON file")
+@click.group(
+    help="SeqNet person search: make data, train, evaluate, score and search. Commands that"
+    " read a config take trailing KEY VALUE overrides of its keys.",
+    context_settings={**cli_common.HELP, "show_default": True},
+    cls=_Group,
+)
+def seqnet():
+    pass
 
 
-def _demo_args(p):
-    _add_cfg(p)
-    p.add_argument("--ckpt", required=True, help="checkpoint")
-    p.add_argument("--query", help="query image")
-    p.add_argument("--box", nargs=4, type=float, metavar=("X1", "Y1", "X2", "Y2"))
-    p.add_argument("--gallery", nargs="+", help="gallery images or one folder")
-    p.add_argument("--out", default="demo_output", help="folder for the drawn images")
-    p.add_argument("--topk", type=int, default=5, help="matches in the summary image")
+def _run(**params):
+    """Run the current command's handler with ``params`` as a namespace of lists, as argparse
+    gave them (click gives tuples)."""
+    ctx = click.get_current_context()
+    args = {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}
+    cli_common.run(ctx.command_path, COMMANDS[ctx.info_name], SimpleNamespace(**args))
 
 
-def _search_args(p):
-    _add_cfg(p)
-    p.add_argument("--ckpt", required=True, help="checkpoint")
-    p.add_argument("--query", required=True, help="query image")
-    p.add_argument("--box", nargs=4, type=float, required=True, metavar=("X1", "Y1", "X2", "Y2"))
-    p.add_argument("--gallery", required=True, help="folder of images or a video file")
-    p.add_argument("--every", type=int, default=1, help="video: use every k-th frame")
-    p.add_argument("--topk", type=int, default=20, help="matches to report")
-    p.add_argument("--out", default="search_output", help="folder for results.json and index.html")
-    p.add_argument("--index", help="gallery index file to share across --out folders")
+def _check_overrides(ctx, param, opts):
+    # Parsing stops at the first KEY; an unknown option before it would land here as a "KEY".
+    if opts and opts[0].startswith("-"):
+        names = [n for p in ctx.command.params for n in getattr(p, "opts", ())]
+        raise click.NoSuchOption(opts[0], possibilities=names, ctx=ctx)
+    return opts
 
 
-def _synth_args(p):
-    p.add_argument("--format", required=True, choices=["cuhk-sysu", "prw", "json"])
-    p.add_argument("--out", required=True, help="folder to write (must not exist or be empty)")
-    p.add_argument("--seed", type=int, default=0, help="same seed and sizes: same bytes")
-    p.add_argument("--train-images", type=int, default=200, help="training images")
-    p.add_argument("--test-images", type=int, default=100, help="test images (gallery pool)")
-    p.add_argument("--train-ids", type=int, default=40, help="labelled training identities")
-    p.add_argument("--test-ids", type=int, default=20, help="test identities (disjoint)")
-    p.add_argument("--people", type=int, default=4, help="most people per image")
-    p.add_argument("--cameras", type=int, default=6, help="cameras (backgrounds, colour casts)")
-    p.add_argument("--size", type=int, nargs=2, default=(240, 320), metavar=("H", "W"))
+def _cfg():
+    """``--cfg`` and the trailing overrides (``args.opts``), for commands that read a config."""
+
+    def add(f):
+        f = click.argument(
+            "opts", nargs=-1, type=click.UNPROCESSED, metavar="[KEY VALUE]...",
+            callback=_check_overrides,
+        )(f)  # fmt: skip
+        return click.option(
+            "--cfg", required=True, help="YAML config (e.g. configs/cuhk_sysu.yaml)"
+        )(f)
+
+    return add
 
 
-def _convert_args(p):
-    p.add_argument("--format", required=True, choices=["cuhk-sysu", "prw"])
-    p.add_argument("--root", required=True, help="dataset folder")
-    p.add_argument("--out", required=True, help="JSON file to write")
+def _command(name, help, cls=click.Command, overrides=True):
+    settings = OVERRIDES if overrides else {}
+    epilog = EPILOG if overrides else None
+    return seqnet.command(name, help=help, epilog=epilog, context_settings=settings, cls=cls)
 
 
-def _bench_args(p):
-    p.add_argument("--quick", action="store_true", help="small images, few repeats")
-    p.add_argument("--json", help="also write the results to this file")
+BOX = dict(nargs=4, type=float, metavar="X1 Y1 X2 Y2")
 
 
-ARGS = {
-    "train": _train_args,
-    "eval": _eval_args,
-    "score": _score_args,
-    "demo": _demo_args,
-    "search": _search_args,
-    "synth": _synth_args,
-    "convert": _convert_args,
-    "bench": _bench_args,
-}
+@_command("train", "train (or --eval a checkpoint) as the original train.py")
+@_cfg()
+@click.option("--resume", is_flag=True, help="resume from --ckpt or the newest one")
+@click.option("--ckpt", help="checkpoint to resume from or to evaluate")
+@click.option("--eval", is_flag=True, help="evaluate --ckpt instead of training")
+def train(**params):
+    _run(**params)
 
 
-def build_parser():
-    parser = argparse.ArgumentParser(prog="seqnet", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (_, help_) in COMMANDS.items():
-        ARGS[name](sub.add_parser(name, help=help_, description=help_))
-    return parser
+@_command("eval", "evaluate a checkpoint with every standard protocol")
+@_cfg()
+@click.option("--ckpt", required=True, help="checkpoint (epoch_N.pth or a bare state dict)")
+def eval_(**params):
+    _run(**params)
+
+
+@_command("score", "score a saved outputs file, no model needed")
+@_cfg()
+@click.option("--outputs", required=True, help="inference outputs file (.pt or .npz)")
+@click.option("--json", help="also write the metrics to this JSON file")
+def score(**params):
+    _run(**params)
+
+
+_OPTION = re.compile(r"-(?!\d*\.?\d+$).")  # an option, not a negative number or "-"
+
+
+class _DemoCommand(click.Command):
+    """Reads ``--gallery a.jpg b.jpg c.jpg`` as argparse's ``nargs="+"`` did: every word after
+    ``--gallery`` up to the next option (click options take a fixed number of values, so they
+    are rewritten as ``--gallery a.jpg --gallery b.jpg ...`` for a ``multiple`` option). The
+    overrides are left alone: the rewrite stops where they start, at the first bare word that
+    no option takes."""
+
+    def parse_args(self, ctx, args):
+        takes = {
+            n: p.nargs
+            for p in self.params
+            if isinstance(p, click.Option) and not p.is_flag and not p.count
+            for n in p.opts
+        }
+        words, out = list(args), []
+        while words:
+            word = words.pop(0)
+            if word == "--gallery":
+                n = next((i for i, w in enumerate(words) if _OPTION.match(w)), len(words))
+                if n == 0:
+                    raise click.BadOptionUsage(word, "Option '--gallery' requires a value.", ctx)
+                out += [x for w in words[:n] for x in (word, w)]
+                del words[:n]
+            elif word in takes:
+                out += [word, *words[: takes[word]]]
+                del words[: takes[word]]
+            elif word.startswith("-"):
+                out.append(word)  # a flag, -h, --name=value or an unknown option
+            else:
+                out += [word, *words]  # the overrides
+                break
+        return super().parse_args(ctx, out)
+
+
+@_command("demo", "draw detections and similarities to a query", cls=_DemoCommand)
+@_cfg()
+@click.option("--ckpt", required=True, help="checkpoint")
+@click.option("--query", help="query image")
+@click.option("--box", **BOX, help="the person in the query image")
+@click.option("--gallery", multiple=True, metavar="IMG...|DIR", help="gallery images or one folder")
+@click.option("--out", default="demo_output", help="folder for the drawn images")
+@click.option("--topk", type=int, default=5, help="matches in the summary image")
+def demo(**params):
+    _run(**{**params, "gallery": list(params["gallery"]) or None})
+
+
+@_command("search", "search a folder of images or a video for a person")
+@_cfg()
+@click.option("--ckpt", required=True, help="checkpoint")
+@click.option("--query", required=True, help="query image")
+@click.option("--box", **BOX, required=True, help="the person in the query image")
+@click.option("--gallery", required=True, help="folder of images or a video file")
+@click.option("--every", type=int, default=1, help="video: use every k-th frame")
+@click.option("--topk", type=int, default=20, help="matches to report")
+@click.option("--out", default="search_output", help="folder for results.json and index.html")
+@click.option("--index", help="gallery index file to share across --out folders")
+def search(**params):
+    _run(**params)
+
+
+@_command("synth", "write a synthetic CUHK-SYSU, PRW or JSON dataset", overrides=False)
+@click.option("--format", required=True, type=click.Choice(["cuhk-sysu", "prw", "json"]))
+@click.option("--out", required=True, help="folder to write (must not exist or be empty)")
+@click.option("--seed", type=int, default=0, help="same seed and sizes: same bytes")
+@click.option("--train-images", type=int, default=200, help="training images")
+@click.option("--test-images", type=int, default=100, help="test images (gallery pool)")
+@click.option("--train-ids", type=int, default=40, help="labelled training identities")
+@click.option("--test-ids", type=int, default=20, help="test identities (disjoint)")
+@click.option("--people", type=int, default=4, help="most people per image")
+@click.option("--cameras", type=int, default=6, help="cameras (backgrounds, colour casts)")
+@click.option("--size", type=int, nargs=2, default=(240, 320), metavar="H W", help="image size")
+def synth(**params):
+    _run(**params)
+
+
+@_command("convert", "convert CUHK-SYSU or PRW into the JSON format", overrides=False)
+@click.option("--format", required=True, type=click.Choice(["cuhk-sysu", "prw"]))
+@click.option("--root", required=True, help="dataset folder")
+@click.option("--out", required=True, help="JSON file to write")
+def convert(**params):
+    _run(**params)
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    module, func = COMMANDS[args.command][0].split(":")
-    if importlib.util.find_spec(module.rsplit(".", 1)[0]) is None or (
-        importlib.util.find_spec(module) is None
-    ):
-        sys.exit(f"seqnet {args.command}: not available in this version yet")
-    handler = getattr(importlib.import_module(module), func)
-    try:
-        handler(args)
-    except SeqNetError as e:
-        sys.exit(f"seqnet {args.command}: error: {e}")
-    except KeyboardInterrupt:
-        sys.exit(130)
+    """``seqnet``'s console script; also ``main([...])`` from Python, which returns on success."""
+    cli_common.main(seqnet, argv, prog="seqnet")
