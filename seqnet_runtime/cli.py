@@ -9,9 +9,8 @@ import sys
 
 import click
 
+from seqnet_runtime.cli_common import HELP
 from seqnet_runtime.errors import SeqNetError
-
-HELP = {"help_option_names": ["-h", "--help"]}
 
 
 @click.command(
