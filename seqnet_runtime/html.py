@@ -10,7 +10,8 @@ h1 { font-size: 20px; margin: 0 0 4px; }
 .card { background: #fff; border-radius: 6px; padding: 8px; box-shadow: 0 1px 3px #0003;
         width: 340px; font-size: 13px; }
 .card img { display: block; max-width: 100%; border-radius: 3px; }
-.card .crop { height: 160px; width: auto; float: right; margin-left: 8px; }
+.card .crop { height: 160px; width: auto; max-width: 50%; object-fit: contain; float: right;
+              margin-left: 8px; }
 .card .full { clear: both; margin-top: 6px; }
 .score { font-size: 18px; font-weight: 600; }
 .query { border-left: 4px solid #3c8cff; }
