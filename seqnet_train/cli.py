@@ -171,8 +171,8 @@ def search(**params):
     _run(**params)
 
 
-@_command("synth", "write a synthetic CUHK-SYSU, PRW or JSON dataset", overrides=False)
-@click.option("--format", required=True, type=click.Choice(["cuhk-sysu", "prw", "json"]))
+@_command("synth", "write a synthetic CUHK-SYSU, PRW or JSON dataset, or a video", overrides=False)
+@click.option("--format", required=True, type=click.Choice(["cuhk-sysu", "prw", "json", "video"]))
 @click.option("--out", required=True, help="folder to write (must not exist or be empty)")
 @click.option("--seed", type=int, default=0, help="same seed and sizes: same bytes")
 @click.option("--train-images", type=int, default=200, help="training images")
@@ -183,6 +183,10 @@ def search(**params):
 @click.option("--cameras", type=int, default=6, help="cameras (backgrounds, colour casts)")
 @click.option("--size", type=int, nargs=2, default=(240, 320), metavar="H W", help="image size")
 def synth(**params):
+    if params["format"] == "video":  # the dataset's test identities walking (same seed, ids)
+        target = "seqnet_train.data.synth_video:run"
+        cli_common.run(click.get_current_context().command_path, target, SimpleNamespace(**params))
+        return
     _run(**params)
 
 

@@ -327,3 +327,18 @@ def test_scorer_errors(tmp_path):
     run = _write_run(tmp_path / "run", [0], [[]], [("p9", [1.0, 0.0])])
     with pytest.raises(video_search.ScoreError, match="no query"):
         video_search.score(run, tmp_path / "truth.json")
+
+
+def test_cli(video, tmp_path):
+    """``seqnet synth --format video`` writes the same folder as ``write_video`` with the
+    dataset's options (default frame count and rate); a bad option is one line."""
+    from seqnet_train.cli import main
+
+    argv = ["synth", "--format", "video", "--seed", "3", "--train-ids", "5", "--test-ids", "4"]
+    argv += ["--cameras", "3", "--size", "120", "160"]
+    main(argv + ["--out", str(tmp_path / "cli")])
+    expected = write_video(tmp_path / "api", **(VIDEO | {"frames": 150, "queries": 3}))
+    for name in ("truth.json", "video.mp4"):
+        assert (tmp_path / "cli" / name).read_bytes() == (expected / name).read_bytes()
+    with pytest.raises(SystemExit, match="error: .*even"):
+        main(argv[:-2] + ["121", "160", "--out", str(tmp_path / "odd")])

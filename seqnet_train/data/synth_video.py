@@ -319,7 +319,10 @@ def _query_crop(rng, cam, look, size):
 def _encode(path, frames, fps):
     """Write H x W x 3 uint8 ``frames`` as H.264 (libx264) or, without it, MPEG-4 Part 2;
     yuv420p. Returns the codec used."""
-    import av
+    try:
+        import av
+    except ImportError:
+        raise SeqNetError("writing a video needs PyAV: pip install av") from None
 
     codec = "libx264"
     try:
