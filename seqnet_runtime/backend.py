@@ -14,8 +14,9 @@ from seqnet_runtime.errors import SeqNetError
 # name -> "module:factory"; a factory takes (model, **options) and returns a Session.
 BACKENDS = {
     "torch": "seqnet_train.backend:TorchSession",
+    "onnxruntime": "seqnet_runtime.onnx_backend:OnnxSession",
 }
-AUTO_ORDER = ("torch",)  # fastest first: what ``backend="auto"`` tries
+AUTO_ORDER = ("onnxruntime", "torch")  # fastest first: what ``backend="auto"`` tries
 
 
 class Session:

@@ -1,0 +1,178 @@
+"""Trace the export wrappers into ONNX graphs and write them, weights shared, to a folder.
+
+Each graph: ``torch.onnx.export`` (dynamo) of a wrapper in ``seqnet_export.graph`` with
+dynamic batch, height, width (and query boxes), the fixed-size NMS and RoIAlign translated by
+``seqnet_export.ops``, then the pre-processing nodes (``seqnet_export.preprocess``) in front,
+so that a graph takes plain (B, 3, H, W) images in [0, 1]. ``onnx.checker`` (full check, with
+strict shape inference) must pass.
+
+The query graph's weights (backbone, re-id head, embedding) are a subset of the detection
+graph's: both graphs point into one ``weights.bin``, each tensor stored once.
+"""
+
+import hashlib
+import logging
+import warnings
+from pathlib import Path
+
+import onnx
+import torch
+from onnx import external_data_helper, numpy_helper
+from torch.export import Dim
+
+from seqnet_export.graph import DetectGraph, EmbedGraph
+from seqnet_export.ops import TRANSLATIONS
+from seqnet_export.preprocess import with_preprocessing
+
+log = logging.getLogger(__name__)
+
+MIN_OPSET = 18  # RoiAlign's coordinate_transformation_mode (16); the exporter's own ops (18)
+DEFAULT_OPSET = 18
+WEIGHTS_FILE = "weights.bin"
+INLINE_BYTES = 1024  # smaller tensors stay in the .onnx file
+ALIGN = 4096  # tensor offsets in weights.bin (ONNX Runtime can map aligned data)
+
+DETECT_INPUTS = (
+    "context_boxes",
+    "use_context",
+    "score_thresh",
+    "nms_thresh",
+    "nms_thresh_refined",
+    "rpn_nms_thresh",
+)
+DETECT_OUTPUTS = ("boxes", "scores", "embeddings", "count")
+EMBED_INPUTS = ("boxes",)
+EMBED_OUTPUTS = ("embeddings",)
+NETWORK = ("pixels", "resized_hw", "original_hw")
+
+
+def _network_example(batch=2, height=96, width=160):
+    """Example (pixels, resized_hw, original_hw) and their dynamic shapes."""
+    b = Dim("batch", min=1, max=1024)
+    h, w = Dim("h32", min=1, max=1024), Dim("w32", min=1, max=1024)
+    args = (
+        torch.rand(batch, 3, height, width),
+        torch.tensor([height - 6.0, width - 10.0]),
+        torch.tensor([(height - 6.0) / 1.5, (width - 10.0) / 1.5]),
+    )
+    return args, ({0: b, 2: 32 * h, 3: 32 * w}, None, None), b
+
+
+def _trace(module, args, dynamic_shapes, input_names, output_names, opset):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's notes on renamed axes and the like
+        program = torch.onnx.export(
+            module.eval(),
+            args,
+            dynamo=True,
+            dynamic_shapes=dynamic_shapes,
+            custom_translation_table=TRANSLATIONS,
+            input_names=list(input_names),
+            output_names=list(output_names),
+            opset_version=opset,
+            verbose=False,
+        )
+    return program.model_proto
+
+
+def detect_model(model, opset=DEFAULT_OPSET, fp16=False):
+    """The gallery / CBGM graph as an ONNX model taking network inputs (pixels ...)."""
+    (pixels, resized, original), shapes, b = _network_example()
+    n = pixels.shape[0]
+    scalars = tuple(torch.tensor(v) for v in (0.5, 0.4, 0.5, 0.7))  # distinct tensors: aliased
+    args = (pixels, resized, original, torch.zeros(n, 4), torch.zeros(n)) + scalars  # inputs merge
+    dynamic = shapes + ({0: b}, {0: b}, None, None, None, None)
+    return _trace(
+        DetectGraph(model, fp16), args, dynamic, NETWORK + DETECT_INPUTS, DETECT_OUTPUTS, opset
+    )
+
+
+def embed_model(model, opset=DEFAULT_OPSET, fp16=False):
+    """The query graph as an ONNX model taking network inputs (pixels ...) and boxes."""
+    (pixels, resized, original), shapes, b = _network_example()
+    boxes = torch.tensor([[0.0, 0.0, 20.0, 40.0], [5.0, 5.0, 30.0, 50.0], [1, 2, 3, 4]])
+    args = (pixels, resized, original, boxes.expand(pixels.shape[0], 3, 4).contiguous())
+    dynamic = shapes + ({0: b, 1: Dim("n_boxes", min=1, max=100000)},)
+    return _trace(
+        EmbedGraph(model, fp16), args, dynamic, NETWORK + EMBED_INPUTS, EMBED_OUTPUTS, opset
+    )
+
+
+def build_graphs(model, preprocess, opset=DEFAULT_OPSET, fp16=False):
+    """{"detect": ModelProto, "embed": ModelProto} taking images, pre-processing included.
+
+    ``preprocess``: dict with ``min_size``, ``max_size``, ``pixel_mean``, ``pixel_std``.
+    """
+    graphs = {"detect": detect_model(model, opset, fp16), "embed": embed_model(model, opset, fp16)}
+    for proto in graphs.values():
+        with_preprocessing(
+            proto,
+            preprocess["min_size"],
+            preprocess["max_size"],
+            preprocess["pixel_mean"],
+            preprocess["pixel_std"],
+        )
+        _name_dims(proto)
+    return graphs
+
+
+def _name_dims(proto):
+    """Readable names for the dynamic dimensions of the inputs and outputs."""
+    names = {"batch": "batch", "s0": "batch", "n_boxes": "n_boxes"}
+    for value in list(proto.graph.input) + list(proto.graph.output):
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.HasField("dim_param") and dim.dim_param in names:
+                dim.dim_param = names[dim.dim_param]
+
+
+def _raw(tensor):
+    if not tensor.HasField("raw_data"):
+        tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor), tensor.name))
+    return tensor.raw_data
+
+
+def save_graphs(graphs, folder):
+    """Write ``{name}.onnx`` for each graph into ``folder``, their large tensors in one shared
+    WEIGHTS_FILE (each distinct tensor once); check each file. Returns {name: file name}."""
+    folder = Path(folder)
+    stored = {}  # (dtype, dims, sha256) -> (offset, length)
+    with open(folder / WEIGHTS_FILE, "wb") as data:
+        for proto in graphs.values():
+            for tensor in proto.graph.initializer:
+                raw = _raw(tensor)
+                if len(raw) < INLINE_BYTES:
+                    continue
+                key = (tensor.data_type, tuple(tensor.dims), hashlib.sha256(raw).hexdigest())
+                if key not in stored:
+                    offset = -data.tell() % ALIGN + data.tell()
+                    data.write(b"\0" * (offset - data.tell()))
+                    data.write(raw)
+                    stored[key] = (offset, len(raw))
+                offset, length = stored[key]
+                external_data_helper.set_external_data(tensor, WEIGHTS_FILE, offset, length)
+                tensor.ClearField("raw_data")
+                tensor.data_location = onnx.TensorProto.EXTERNAL
+    files = {}
+    for name, proto in graphs.items():
+        path = folder / f"{name}.onnx"
+        onnx.save(proto, path)
+        onnx.checker.check_model(str(path), full_check=True)
+        files[name] = path.name
+    return files
+
+
+def io_spec(path):
+    """Inputs and outputs of the ONNX file at ``path``: [{name, dtype, shape}] each, the shape
+    with names for dynamic dimensions."""
+    proto = onnx.load(str(path), load_external_data=False)
+
+    def spec(values):
+        out = []
+        for v in values:
+            t = v.type.tensor_type
+            shape = [d.dim_param or d.dim_value for d in t.shape.dim]
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name
+            out.append({"name": v.name, "dtype": dtype, "shape": shape})
+        return out
+
+    return {"inputs": spec(proto.graph.input), "outputs": spec(proto.graph.output)}
