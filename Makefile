@@ -28,7 +28,7 @@ test: $(DEV_STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"
 
 test-slow: $(DEV_STAMP)
-	$(BIN)/python -m pytest -q -m slow || test $$? -eq 5  # exit 5: no slow test selected
+	$(BIN)/python -m pytest -q -m slow  # exit 5 (no slow test selected) fails too
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check .

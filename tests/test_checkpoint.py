@@ -45,7 +45,9 @@ def test_released_layout_with_old_rpn_names_and_no_pointer(tmp_path):
             assert torch.equal(value, sd[key]), key
     reference = tiny_model(seed=1)
     reference.load_state_dict(sd)
-    for a, b in zip(_outputs(model), _outputs(reference)):
+    ours, theirs = _outputs(model), _outputs(reference)
+    assert len(ours) == len(theirs) == 2
+    for a, b in zip(ours, theirs, strict=True):
         assert torch.equal(a, b)
 
 

@@ -3,6 +3,9 @@ loaders (loader_expected.json), and the fast protocol reader against scipy.io.lo
 
 import json
 import logging
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +14,15 @@ import scipy.io
 
 from seqnet_train.data import load_cuhk_protocol, load_queries, load_split
 
-GOLD = Path(__file__).resolve().parents[2] / "shared" / "evalgold"
-pytestmark = [
-    pytest.mark.golden,
-    pytest.mark.skipif(not GOLD.is_dir(), reason=f"golden sets not found at {GOLD}"),
-]
+REPO = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.golden
+
+
+@pytest.fixture(scope="module")
+def gold(shared):
+    """../shared/evalgold, where conftest finds it (skips locally, fails in CI when absent)."""
+    return shared / "evalgold"
 
 
 @pytest.fixture(autouse=True)
@@ -25,11 +32,11 @@ def _cache(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("dataset", ["CUHK-SYSU", "PRW"])
 @pytest.mark.parametrize("split", ["train", "gallery", "query"])
-def test_records_match_established_loaders(dataset, split):
-    expected = json.loads((GOLD / "loader_expected.json").read_text())[dataset][split]
-    records = load_split(dataset, GOLD / dataset, split)
+def test_records_match_established_loaders(dataset, split, gold):
+    expected = json.loads((gold / "loader_expected.json").read_text())[dataset][split]
+    records = load_split(dataset, gold / dataset, split)
     assert [r["img_name"] for r in records] == [e["img_name"] for e in expected]
-    for r, e in zip(records, expected):
+    for r, e in zip(records, expected, strict=True):
         assert r["boxes"].dtype == np.float32 and r["pids"].dtype == np.int64
         np.testing.assert_array_equal(r["boxes"], np.array(e["boxes"], np.float32).reshape(-1, 4))
         np.testing.assert_array_equal(r["pids"], e["pids"])
@@ -37,17 +44,18 @@ def test_records_match_established_loaders(dataset, split):
         assert Path(r["img_path"]).is_file()
 
 
-def test_second_load_comes_from_the_cache_and_is_equal(tmp_path):
-    first = load_split("CUHK-SYSU", GOLD / "CUHK-SYSU", "gallery")
+def test_second_load_comes_from_the_cache_and_is_equal(tmp_path, gold):
+    first = load_split("CUHK-SYSU", gold / "CUHK-SYSU", "gallery")
     assert list((tmp_path / "cache").glob("*.npz")), "parsed annotations were not cached"
-    again = load_split("CUHK-SYSU", GOLD / "CUHK-SYSU", "gallery")
-    for a, b in zip(first, again):
+    again = load_split("CUHK-SYSU", gold / "CUHK-SYSU", "gallery")
+    assert len(first) == len(again) > 0
+    for a, b in zip(first, again, strict=True):
         np.testing.assert_array_equal(a["pids"], b["pids"])
 
 
-def test_cuhk_quirks_in_golden_set(caplog):
+def test_cuhk_quirks_in_golden_set(caplog, gold):
     with caplog.at_level(logging.INFO):
-        train = load_split("CUHK-SYSU", GOLD / "CUHK-SYSU", "train")
+        train = load_split("CUHK-SYSU", gold / "CUHK-SYSU", "train")
     assert "dropped 4 zero-size boxes" in caplog.text
     names = [r["img_name"] for r in train]
     assert names == sorted(names)  # sorted as strings: s10 < s2
@@ -78,10 +86,10 @@ def _reference_protocol(path, var):
 
 
 @pytest.mark.parametrize("size", [50, 100])
-def test_protocol_matches_loadmat(size):
-    path = GOLD / "CUHK-SYSU/annotation/test/train_test" / f"TestG{size}.mat"
+def test_protocol_matches_loadmat(size, gold):
+    path = gold / "CUHK-SYSU/annotation/test/train_test" / f"TestG{size}.mat"
     ref = _reference_protocol(path, f"TestG{size}")
-    got = load_cuhk_protocol(GOLD / "CUHK-SYSU", size)
+    got = load_cuhk_protocol(gold / "CUHK-SYSU", size)
     assert len(got) == len(ref) == 20
     for q, (name, box, gallery) in enumerate(ref):
         assert got[q]["query"]["img_name"] == name and got[q]["query"]["pid"] == q + 1
@@ -96,18 +104,48 @@ def test_protocol_matches_loadmat(size):
     )
 
 
-def test_gallery_size_minus_one_is_testg50():
-    a, b = load_cuhk_protocol(GOLD / "CUHK-SYSU", -1), load_cuhk_protocol(GOLD / "CUHK-SYSU", 50)
+def test_gallery_size_minus_one_is_testg50(gold):
+    a, b = load_cuhk_protocol(gold / "CUHK-SYSU", -1), load_cuhk_protocol(gold / "CUHK-SYSU", 50)
     assert [q["query"]["img_name"] for q in a] == [q["query"]["img_name"] for q in b]
     assert len(a[0]["gallery"]) == len(b[0]["gallery"]) == 50
 
 
-def test_prw_quirks_in_golden_set():
-    gallery = load_split("PRW", GOLD / "PRW", "gallery")
-    query = load_split("PRW", GOLD / "PRW", "query")
+def test_prw_quirks_in_golden_set(gold):
+    gallery = load_split("PRW", gold / "PRW", "gallery")
+    query = load_split("PRW", gold / "PRW", "query")
     assert all(r["cam_id"] == int(r["img_name"][1]) for r in gallery + query)
     assert all((r["boxes"] >= 0).all() for r in gallery + query)
     assert all((r["boxes"] == np.trunc(r["boxes"])).all() for r in gallery)
-    queries = load_queries("PRW", GOLD / "PRW")
+    queries = load_queries("PRW", gold / "PRW")
     assert queries[0]["gallery"] is None and queries[0]["query"]["cam_id"] == 4
     assert queries[0]["query"]["box"].tolist() == [0.0, 228.0, 192.0, 767.0]  # x=-41.78 clipped
+
+
+def _pytest(args, cwd, **env):
+    argv = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", *args]
+    env = {**os.environ, **env}
+    run = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return run, run.stdout + run.stderr
+
+
+def test_missing_golden_cases_fail_the_run_in_ci(tmp_path):
+    """SEQNET_SHARED pointing to an empty folder in CI: the run stops at the start with one line
+    and exit status 1, before any test runs."""
+    test = "tests/test_data_golden.py::test_prw_quirks_in_golden_set"
+    run, output = _pytest([test], REPO, CI="true", SEQNET_SHARED=str(tmp_path))
+    assert run.returncode == 1, output
+    lines = [x for x in run.stdout.splitlines() if f"golden cases not found at {tmp_path}" in x]
+    assert len(lines) == 1 and "CI:" in lines[0], output
+    assert "passed" not in output and "skipped" not in output, output
+
+
+def test_missing_golden_cases_skip_with_the_reason_locally(tmp_path):
+    """The same outside CI: a test that asks for ``shared`` skips and says why (conftest loaded
+    as a plugin by a one-test file, so that the run does not import torch)."""
+    (tmp_path / "test_one.py").write_text("def test_needs_golden(shared):\n    pass\n")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    run, output = _pytest(["-p", "tests.conftest", str(tmp_path / "test_one.py")], REPO,
+                          CI="", SEQNET_SHARED=str(empty))  # fmt: skip
+    assert run.returncode == 0, output
+    assert "1 skipped" in run.stdout and f"golden cases not found at {empty}" in run.stdout, output

@@ -61,7 +61,7 @@ def _train(cfg, out, *extra, kill_at=None):
     argv = [
         sys.executable,
         "-m",
-        "seqnet",
+        "seqnet_train",
         "train",
         "--cfg",
         str(cfg),
@@ -118,23 +118,37 @@ def test_progressive_resize_schedule():
             input_scale(cfg, 0)
 
 
-def test_training_images_follow_the_progressive_scale(tiny, tmp_path, monkeypatch):
-    """The first epoch trains at 96x128, the second at the configured 120x160."""
+def _spy_forward(monkeypatch):
+    """Per training forward: (min size, max size, autocast dtype or None, backbone dtype)."""
     from seqnet_train.modeling.seqnet import SeqNet
 
-    sizes = []
+    calls = []
     forward = SeqNet.forward
 
     def spy(self, images, targets):
-        sizes.append((self.transform.min_size, self.transform.max_size))
-        return forward(self, images, targets)
+        autocast = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None
+        dtypes = []
+        hook = self.backbone.register_forward_hook(lambda m, i, out: dtypes.append(out.dtype))
+        try:
+            out = forward(self, images, targets)
+        finally:
+            hook.remove()
+        calls.append((self.transform.min_size, self.transform.max_size, autocast, *dtypes))
+        return out
 
     monkeypatch.setattr(SeqNet, "forward", spy)
+    return calls
+
+
+def test_training_images_follow_the_progressive_scale(tiny, tmp_path, monkeypatch):
+    """The first epoch trains at 96x128, the second at the configured 120x160; in fp32."""
+    calls = _spy_forward(monkeypatch)
     cfg = load_cfg(tiny[0], ["OUTPUT_DIR", str(tmp_path), "EVAL_PERIOD", "100",
                              "SOLVER.MAX_EPOCHS", "2"])  # fmt: skip
     train(cfg)
-    half = len(sizes) // 2
-    assert sizes[:half] == [((96,), 128)] * half and sizes[half:] == [((120,), 160)] * half
+    assert len(calls) == 8, calls  # 8 images, batches of 2, 2 epochs
+    fp32 = (None, torch.float32)
+    assert calls == [((96,), 128, *fp32)] * 4 + [((120,), 160, *fp32)] * 4
 
 
 def test_checkpoint_contents(uninterrupted):
@@ -180,22 +194,31 @@ def test_resume_skips_a_corrupt_newest_checkpoint(uninterrupted, tmp_path, caplo
         ckpt_io.newest_readable(tmp_path)
 
 
-def test_bf16_training_step_on_cpu(tiny, tmp_path):
+def test_bf16_training_step_on_cpu(tiny, tmp_path, monkeypatch):
+    """SOLVER.AMP on the CPU: every step runs under bf16 autocast (the backbone computes in
+    bf16; the progressive-scale test is the fp32 control) and the weights stay finite."""
+    calls = _spy_forward(monkeypatch)
     cfg = load_cfg(tiny[0], ["OUTPUT_DIR", str(tmp_path), "SOLVER.AMP", "True",
                              "SOLVER.MAX_EPOCHS", "1", "CKPT_ITER_PERIOD", "0"])  # fmt: skip
     train(cfg)
+    assert len(calls) == 4, calls
+    assert all(c[2:] == (torch.bfloat16, torch.bfloat16) for c in calls), calls
     state = torch.load(tmp_path / "epoch_0.pth", weights_only=True)
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 
 
-def _poison_box_reg(monkeypatch):
+def _poison_box_reg(monkeypatch, at=None):
+    """loss_box_reg becomes NaN: at every call, or only at call ``at`` (0-based)."""
     from seqnet_train.modeling.roi_heads import SeqRoIHeads
 
     losses = SeqRoIHeads.losses
+    calls = []
 
     def poisoned(self, *args):
         out = losses(self, *args)
-        out["loss_box_reg"] = out["loss_box_reg"] * float("nan")
+        if at is None or len(calls) == at:
+            out["loss_box_reg"] = out["loss_box_reg"] * float("nan")
+        calls.append(1)
         return out
 
     monkeypatch.setattr(SeqRoIHeads, "losses", poisoned)
@@ -209,19 +232,46 @@ def test_nonfinite_loss_stops_with_its_name(tiny, tmp_path, monkeypatch):
     assert not list(tmp_path.glob("epoch_*.pth"))
 
 
-def test_nonfinite_loss_can_skip_the_step(tiny, tmp_path, monkeypatch):
-    _poison_box_reg(monkeypatch)
-    cfg = load_cfg(tiny[0], ["OUTPUT_DIR", str(tmp_path), "SOLVER.MAX_EPOCHS", "1",
-                             "SOLVER.NONFINITE", "skip", "EVAL_PERIOD", "5"])  # fmt: skip
+def test_nonfinite_loss_can_skip_the_step(tiny, tmp_path, monkeypatch, caplog):
+    """The last of 4 iterations has a NaN loss: that step changes no weight and no momentum and
+    calls no optimizer step, while each step before it changes both (a checkpoint after every
+    step; a skipped step still counts in the schedule)."""
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
     from seqnet_train.modeling import build_model
 
+    _poison_box_reg(monkeypatch, at=3)
+    cfg = load_cfg(tiny[0], ["OUTPUT_DIR", str(tmp_path), "SOLVER.MAX_EPOCHS", "1",
+                             "SOLVER.NONFINITE", "skip", "EVAL_PERIOD", "5",
+                             "CKPT_ITER_PERIOD", "1"])  # fmt: skip
     torch.manual_seed(cfg.SEED)
-    initial = build_model(cfg, load_imagenet=False).state_dict()
-    train(cfg)
-    final = torch.load(tmp_path / "epoch_0.pth", weights_only=True)["model"]
-    assert torch.equal(
-        final["backbone.layer1.0.conv1.weight"], initial["backbone.layer1.0.conv1.weight"]
-    )
+    model = build_model(cfg, load_imagenet=False)
+    trained = [n for n, p in model.named_parameters() if p.requires_grad]
+    steps = []
+    handle = register_optimizer_step_post_hook(lambda opt, args, kwargs: steps.append(1))
+    try:
+        train(cfg)
+    finally:
+        handle.remove()
+    assert len(steps) == 3  # 4 iterations, one skipped
+    assert caplog.text.count("step skipped") == 1
+    assert "non-finite loss_box_reg at iteration 3 (epoch 0): step skipped" in caplog.text
+    names = ["epoch_0_iter_1.pth", "epoch_0_iter_2.pth", "epoch_0_iter_3.pth", "epoch_0.pth"]
+    states = [torch.load(tmp_path / name, weights_only=True) for name in names]
+    assert [s["lr_scheduler"]["last_epoch"] for s in states] == [1, 2, 3, 4]
+    models = [model.state_dict()] + [s["model"] for s in states]
+    momenta = [None] + [
+        [s["optimizer"]["state"][i]["momentum_buffer"] for i in range(len(trained))] for s in states
+    ]
+
+    def changed(a, b):
+        return sum(not torch.equal(models[a][n], models[b][n]) for n in trained)
+
+    for i in (1, 2, 3):  # the normal steps: most weights move, and every momentum after the first
+        assert changed(i - 1, i) > len(trained) // 2, i
+        assert i == 1 or not any(map(torch.equal, momenta[i - 1], momenta[i])), i
+    assert changed(3, 4) == 0  # the skipped step
+    assert all(map(torch.equal, momenta[3], momenta[4]))
 
 
 def _ddp_worker(rank, world, store, out):

@@ -19,12 +19,8 @@ CASES = [("CUHK-SYSU", "cuhk"), ("PRW", "prw")]
 
 
 @pytest.fixture(scope="module")
-def gold(request):
-    from tests.conftest import SHARED
-
-    root = SHARED / "evalgold"
-    if not (root / "expected.json").is_file():
-        pytest.skip(f"golden evaluation cases not found at {root} (set SEQNET_SHARED)")
+def gold(shared):
+    root = shared / "evalgold"
     return root, json.loads((root / "expected.json").read_text())
 
 

@@ -119,7 +119,12 @@ def test_predict_handles_any_batch_and_empty_list():
     assert model.predict([]) == []
     batched = model.predict(images)
     single = [model.predict([img])[0] for img in images]
+    assert len(batched) == len(single) == 3
     assert all(len(b["boxes"]) > 0 for b in single)
-    for a, b in zip(batched, single):
-        assert a["boxes"].shape == b["boxes"].shape
+    for a, b in zip(batched, single, strict=True):  # measured: identical
+        assert a.keys() == b.keys() == {"boxes", "scores", "labels", "embeddings"}
+        for k in a:
+            assert a[k].shape == b[k].shape, k
+        torch.testing.assert_close(a["boxes"], b["boxes"], rtol=0, atol=1e-4)
+        torch.testing.assert_close(a["scores"], b["scores"], rtol=0, atol=1e-5)
         torch.testing.assert_close(a["embeddings"], b["embeddings"], rtol=0, atol=1e-5)

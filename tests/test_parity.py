@@ -2,10 +2,17 @@
 
 Tolerances are those of ../shared/parity/README.md: boxes matched by position within 1e-3 px,
 scores and embeddings within 1e-4, one image at a time and as one batch of 3.
+
+The largest differences measured (per mode, per kind of output) go to a JSON report for the
+benchmarks and the docs: ``$SEQNET_PARITY_REPORT``, else ``.pytest_cache/parity_report.json``.
 """
 
+import functools
 import json
+import os
+import platform
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +22,36 @@ from seqnet_train.modeling import build_model
 from seqnet_train.modeling.inference import optimize_for_inference
 
 BOX_TOL, SCORE_TOL, EMB_TOL = 1e-3, 1e-4, 1e-4
+MODES = ["reference/one_by_one", "fast/one_by_one", "fast/batch_of_3"]
+KINDS = {"gallery": ("box", "score", "embedding"), "query": ("embedding",),
+         "cbgm": ("box", "score", "embedding"), "empty": ("box", "score", "embedding")}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def report(request):
+    """{mode: {kind: {"box"|"score"|"embedding": largest difference}}}, written as it fills."""
+    path = Path(os.environ.get("SEQNET_PARITY_REPORT") or
+                request.config.rootpath / ".pytest_cache" / "parity_report.json")  # fmt: skip
+    measured = {}
+
+    def record(mode, kind, diffs):
+        entry = measured.setdefault(mode, {}).setdefault(kind, {})
+        for k, v in diffs.items():
+            entry[k] = max(entry.get(k, 0.0), v)
+        complete = all(set(KINDS[k]) <= set(measured.get(m, {}).get(k, {}))
+                       for m in MODES for k in KINDS)  # fmt: skip
+        doc = {
+            "tolerances": {"box": BOX_TOL, "score": SCORE_TOL, "embedding": EMB_TOL},
+            "max_differences": measured,
+            "complete": complete,  # every mode and kind measured
+            "torch": torch.__version__,
+            "machine": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(),
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+
+    return record
 
 
 @pytest.fixture(scope="module")
@@ -64,17 +101,17 @@ def fast_model(model):
 
 
 # The released function, and our fast inference copy one image at a time and batched.
-@pytest.fixture(
-    scope="module", params=["reference/one_by_one", "fast/one_by_one", "fast/batch_of_3"]
-)
+@pytest.fixture(scope="module", params=MODES)
 def outputs(request, model, fast_model, golden):
     which, mode = request.param.split("/")
     net = model if which == "reference" else fast_model
-    return _run_all(net, golden["images"], golden, one_by_one=mode == "one_by_one")
+    out = _run_all(net, golden["images"], golden, one_by_one=mode == "one_by_one")
+    return {**out, "mode": request.param}
 
 
-def assert_same_detections(ours, gold, first_is_gt=False):
-    """Same count; each golden box matched to one of ours (by position, not index)."""
+def assert_same_detections(ours, gold, first_is_gt=False, record=None):
+    """Same count; each golden box matched to one of ours (by position, not index); the
+    differences go to ``record`` before they are checked."""
     assert ours["boxes"].shape == gold["boxes"].shape
     assert ours["embeddings"].shape == gold["embeddings"].shape
     assert ours["scores"].shape == gold["scores"].shape
@@ -86,6 +123,8 @@ def assert_same_detections(ours, gold, first_is_gt=False):
     box_diff = dist.min(1).values.max().item()
     score_diff = (gold["scores"] - ours["scores"][match]).abs().max().item()
     emb_diff = (gold["embeddings"] - ours["embeddings"][match]).abs().max().item()
+    if record:
+        record({"box": box_diff, "score": score_diff, "embedding": emb_diff})
     assert box_diff <= BOX_TOL, box_diff
     assert score_diff <= SCORE_TOL, score_diff
     assert emb_diff <= EMB_TOL, emb_diff
@@ -104,33 +143,42 @@ def test_state_dict_names_and_shapes(model, shared):
 
 
 @pytest.mark.golden
-def test_gallery(outputs, golden):
+def test_gallery(outputs, golden, report):
+    assert len(outputs["gallery"]) == len(golden["gallery"]) == len(golden["images"])
     for i, gold in enumerate(golden["gallery"]):
         assert len(gold["boxes"]) > 0
-        assert_same_detections(outputs["gallery"][i], gold)
+        record = functools.partial(report, outputs["mode"], "gallery")
+        assert_same_detections(outputs["gallery"][i], gold, record=record)
 
 
 @pytest.mark.golden
-def test_query_embeddings(outputs, golden):
-    for ours, gold in zip(outputs["query"], golden["query_embeddings"]):
+def test_query_embeddings(outputs, golden, report):
+    assert len(outputs["query"]) == len(golden["query_embeddings"]) == len(golden["images"])
+    for ours, gold in zip(outputs["query"], golden["query_embeddings"], strict=True):
         assert ours.shape == gold.shape == (2, 256)
-        assert (ours - gold).abs().max() <= EMB_TOL
+        diff = (ours - gold).abs().max().item()
+        report(outputs["mode"], "query", {"embedding": diff})
+        assert diff <= EMB_TOL
 
 
 @pytest.mark.golden
-def test_query_image_as_gallery(outputs, golden):
+def test_query_image_as_gallery(outputs, golden, report):
+    assert len(outputs["cbgm"]) == len(golden["cbgm"]) == len(golden["images"])
     for i, gold in enumerate(golden["cbgm"]):
         ours = outputs["cbgm"][i]
-        assert_same_detections(ours, gold, first_is_gt=True)
+        record = functools.partial(report, outputs["mode"], "cbgm")
+        assert_same_detections(ours, gold, first_is_gt=True, record=record)
         assert (ours["boxes"][0] - golden["cbgm_gt_box"][i][0]).abs().max() <= BOX_TOL
 
 
 @pytest.mark.golden
-def test_forced_empty(outputs, golden):
+def test_forced_empty(outputs, golden, report):
+    assert len(outputs["empty_gallery"]) == len(golden["empty"]) == len(golden["images"])
     for i, gold in enumerate(golden["empty"]):
         gallery, cbgm = outputs["empty_gallery"][i], outputs["empty_cbgm"][i]
         assert gallery["boxes"].shape == (0, 4) and gallery["embeddings"].shape == (0, 256)
         assert gallery["scores"].shape == (0,) and gallery["labels"].shape == (0,)
         assert_same_detections(gallery, gold["gallery"])
         assert cbgm["boxes"].shape == (1, 4) and cbgm["embeddings"].shape == (1, 256)
-        assert_same_detections(cbgm, gold["cbgm"], first_is_gt=True)
+        record = functools.partial(report, outputs["mode"], "empty")
+        assert_same_detections(cbgm, gold["cbgm"], first_is_gt=True, record=record)

@@ -44,7 +44,7 @@ def test_values_and_gradients_match_torchvision(counts, threads, size, sampling_
         height, width = (size, size) if isinstance(size, int) else size
         assert ours.shape == ref.shape == (sum(counts), 8, height, width)
         assert torch.equal(ours, ref)
-        for a, b in zip(grads, ref_grads):
+        for a, b in zip(grads, ref_grads, strict=True):
             assert torch.allclose(a, b, atol=1e-5)
     finally:
         torch.set_num_threads(old)
