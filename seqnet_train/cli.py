@@ -93,9 +93,14 @@ def train(**params):
     _run(**params)
 
 
-@_command("eval", "evaluate a checkpoint with every standard protocol")
+@_command("eval", "evaluate a checkpoint, or a model package, with every standard protocol")
 @_cfg()
-@click.option("--ckpt", required=True, help="checkpoint (epoch_N.pth or a bare state dict)")
+@click.option("--ckpt", help="checkpoint (epoch_N.pth or a bare state dict), for --backend torch")
+@click.option(
+    "--backend", default="torch", type=click.Choice(["torch", "onnxruntime", "tensorrt"]),
+    help="run the checkpoint on PyTorch, or a model package (--model) on a runtime backend",
+)  # fmt: skip
+@click.option("--model", help="model package (seqnet-export), for the runtime backends")
 def eval_(**params):
     _run(**params)
 

@@ -62,7 +62,8 @@ def test_handler_mapping():
 # fmt: off
 CASES = {
     "train": ("--cfg c.yaml", dict(cfg="c.yaml", opts=[], resume=False, ckpt=None, eval=False)),
-    "eval": ("--cfg c.yaml --ckpt k.pth", dict(cfg="c.yaml", opts=[], ckpt="k.pth")),
+    "eval": ("--cfg c.yaml --ckpt k.pth",
+             dict(cfg="c.yaml", opts=[], ckpt="k.pth", backend="torch", model=None)),
     "score": ("--cfg c.yaml --outputs o.npz --json m.json",
               dict(cfg="c.yaml", opts=[], outputs="o.npz", json="m.json")),
     "demo": ("--cfg c.yaml --ckpt k.pth",

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from seqnet_train.backend import ModelSession
 from seqnet_train.config import load_cfg
 from seqnet_train.data import load_split
 from seqnet_train.errors import SeqNetError
@@ -88,11 +89,11 @@ def test_evaluate_writes_outputs_and_reports_then_reuses_the_cache(cuhk_root, tm
 def test_batched_and_sharded_inference_give_the_same_outputs(cuhk_root, tmp_path):
     gallery = load_split("CUHK-SYSU", cuhk_root, "gallery")[:7]
     queries = load_split("CUHK-SYSU", cuhk_root, "query")[:5]
-    cpu = torch.device("cpu")
+    session = ModelSession(FakeModel())
     one = cfg_for(cuhk_root, tmp_path)
-    ref = merge_shards([infer(FakeModel(), one, gallery, queries, cpu)], gallery, queries, {})
+    ref = merge_shards([infer(session, one, gallery, queries)], gallery, queries, {})
     four = cfg_for(cuhk_root, tmp_path, "INPUT.BATCH_SIZE_TEST", "4")
-    parts = [infer(FakeModel(), four, gallery, queries, cpu, rank=r, world_size=2) for r in (0, 1)]
+    parts = [infer(session, four, gallery, queries, rank=r, world_size=2) for r in (0, 1)]
     merged = merge_shards(parts, gallery, queries, {})
     assert merged.keys() == ref.keys() and len(ref["gallery_dets"]) > 0
     for k, v in ref.items():

@@ -1,15 +1,16 @@
 """One inference pass over the test splits, producing the outputs file's contents.
 
-Gallery images: detections + CWS-weighted embeddings (``model.predict``), or with ``use_gt``
-the GT boxes, score 1, embedded by the query path (the upper bound of EVALUATION.md). Query
-images: the query box's embedding (``model.embed_boxes``) and the image seen as a gallery
-with the query box forced first (``model.predict(..., context_boxes)``), CBGM's context.
+Everything goes through a runtime session (``seqnet_runtime.backend.Session``), so the PyTorch
+model and an exported package are evaluated by the same code. Gallery images: detections +
+CWS-weighted embeddings (``session.detect``), or with ``use_gt`` the GT boxes, score 1,
+embedded by the query path (the upper bound of EVALUATION.md). Query images: the query box's
+embedding (``session.embed``) and the image seen as a gallery with the query box forced first
+(``session.detect(..., context_boxes)``), CBGM's context.
 Each of ``world_size`` processes infers every ``world_size``-th image; ``merge_shards`` puts
 their parts back in order.
 """
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from seqnet_train.data import build_test_loader
@@ -17,56 +18,60 @@ from seqnet_train.data import build_test_loader
 EMPTY = np.zeros((0, 5), np.float32)
 
 
-def _to(images, device):
-    return [img.to(device, non_blocking=True) for img in images]
+def _arrays(images):
+    """The loader's (3, H, W) tensors in [0, 1] as the H x W x 3 float32 arrays a session
+    takes (the same values)."""
+    return [img.permute(1, 2, 0).numpy() for img in images]
 
 
-def _rows(boxes, scores, feats):
-    dets = torch.cat([boxes.reshape(-1, 4), scores.reshape(-1, 1)], dim=1)
-    return dets.float().cpu().numpy(), feats.float().cpu().numpy()
+def _rows(out):
+    dets = np.concatenate([out["boxes"].reshape(-1, 4), out["scores"].reshape(-1, 1)], 1)
+    return dets.astype(np.float32), out["embeddings"].astype(np.float32)
 
 
-def _gallery(model, cfg, records, device, use_gt, show):
+def _gallery(session, cfg, records, use_gt, show):
     dets, feats = [], []
     for images, targets in tqdm(build_test_loader(cfg, records), "gallery", disable=not show):
-        images = _to(images, device)
+        images = _arrays(images)
         if use_gt:
-            boxes = [t["boxes"].to(device) for t in targets]
-            for b, f in zip(boxes, model.embed_boxes(images, boxes)):
-                d, e = _rows(b, torch.ones(len(b), device=device), f)
+            for image, t in zip(images, targets, strict=True):
+                boxes = t["boxes"].numpy()
+                found = {"boxes": boxes, "scores": np.ones(len(boxes), np.float32)}
+                d, e = _rows({**found, "embeddings": session.embed(image, boxes)})
                 dets.append(d)
                 feats.append(e)
         else:
-            for out in model.predict(images):
-                d, e = _rows(out["boxes"], out["scores"], out["embeddings"])
+            for out in session.detect(images):
+                d, e = _rows(out)
                 dets.append(d)
                 feats.append(e)
     return dets, feats
 
 
-def _queries(model, cfg, records, device, show):
+def _queries(session, cfg, records, show):
     box_feats, dets, feats = [], [], []
     for images, targets in tqdm(build_test_loader(cfg, records), "queries", disable=not show):
-        images = _to(images, device)
-        boxes = [t["boxes"][:1].to(device) for t in targets]
-        box_feats += [f.float().cpu().numpy().reshape(-1) for f in model.embed_boxes(images, boxes)]
-        for out in model.predict(images, context_boxes=boxes):
-            d, e = _rows(out["boxes"], out["scores"], out["embeddings"])
+        images = _arrays(images)
+        boxes = [t["boxes"][:1].numpy() for t in targets]
+        box_feats += [session.embed(im, b).reshape(-1) for im, b in zip(images, boxes)]
+        for out in session.detect(images, context_boxes=boxes):
+            d, e = _rows(out)
             dets.append(d)
             feats.append(e)
     return box_feats, dets, feats
 
 
-def infer(model, cfg, gallery, queries, device, use_gt=False, rank=0, world_size=1):
-    """This process's share of the outputs (see ``merge_shards``); ``model`` in eval mode.
+def infer(session, cfg, gallery, queries, use_gt=False, rank=0, world_size=1):
+    """This process's share of the outputs (see ``merge_shards``), from a runtime session
+    (any backend: the PyTorch model, or an exported package).
 
     gallery/queries: records of the gallery and query splits (``seqnet_train.data.load_split``).
     """
     g_idx = list(range(rank, len(gallery), world_size))
     q_idx = list(range(rank, len(queries), world_size))
     show = rank == 0
-    g_dets, g_feats = _gallery(model, cfg, [gallery[i] for i in g_idx], device, use_gt, show)
-    q_box, q_dets, q_feats = _queries(model, cfg, [queries[i] for i in q_idx], device, show)
+    g_dets, g_feats = _gallery(session, cfg, [gallery[i] for i in g_idx], use_gt, show)
+    q_box, q_dets, q_feats = _queries(session, cfg, [queries[i] for i in q_idx], show)
     return {
         "gallery_index": g_idx, "gallery_dets": g_dets, "gallery_feats": g_feats,
         "query_index": q_idx, "query_box_feats": q_box, "query_dets": q_dets,

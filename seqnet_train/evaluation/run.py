@@ -11,8 +11,11 @@ from pathlib import Path
 
 import torch
 
+from seqnet_runtime import load
+from seqnet_train.backend import ModelSession, TorchSession
 from seqnet_train.config import load_cfg
 from seqnet_train.data import load_split
+from seqnet_train.errors import SeqNetError
 from seqnet_train.evaluation.inference import infer, merge_shards
 from seqnet_train.evaluation.outputs import load_outputs, save_outputs
 from seqnet_train.evaluation.report import format_table, plot_curve, top10_records, write_json
@@ -43,6 +46,9 @@ def score_outputs(cfg, outputs, output_dir=None):
 def evaluate(model, cfg, output_dir, epoch=None, rank=0, world_size=1):
     """Infer (this process's shard) and, on rank 0, score every protocol.
 
+    ``model``: a runtime session (any backend), or a SeqNet in memory (evaluated in eval mode
+    and then put back in the mode it had).
+
     With ``world_size`` > 1, torch.distributed must be initialised: the parts are gathered to
     rank 0, which returns the metrics; other ranks return {}.
     """
@@ -54,18 +60,23 @@ def evaluate(model, cfg, output_dir, epoch=None, rank=0, world_size=1):
         dataset, root = cfg.INPUT.DATASET, cfg.INPUT.DATA_ROOT
         gallery = load_split(dataset, root, "gallery")
         queries = load_split(dataset, root, "query")
-        device = next(model.parameters()).device
-        was_training = model.training
-        model.eval()
-        part = infer(model, cfg, gallery, queries, device, cfg.EVAL_USE_GT, rank, world_size)
-        model.train(was_training)
+        if isinstance(model, torch.nn.Module):
+            was_training = model.training
+            try:
+                session = ModelSession(model.eval())
+                part = infer(session, cfg, gallery, queries, cfg.EVAL_USE_GT, rank, world_size)
+            finally:
+                model.train(was_training)
+        else:
+            session = model
+            part = infer(session, cfg, gallery, queries, cfg.EVAL_USE_GT, rank, world_size)
         parts = [part]
         if world_size > 1:
             parts = [None] * world_size
             torch.distributed.all_gather_object(parts, part)
         if rank != 0:
             return {}
-        meta = {"dataset": dataset, "use_gt": bool(cfg.EVAL_USE_GT)}
+        meta = {"dataset": dataset, "use_gt": bool(cfg.EVAL_USE_GT), "backend": session.name}
         if epoch is not None:
             meta["epoch"] = int(epoch)
         outputs = merge_shards(parts, gallery, queries, meta)
@@ -74,20 +85,28 @@ def evaluate(model, cfg, output_dir, epoch=None, rank=0, world_size=1):
     return score_outputs(cfg, outputs, output_dir)
 
 
-def evaluate_checkpoint(cfg, ckpt_path):
-    """Evaluate a checkpoint file into ``cfg.OUTPUT_DIR`` (``seqnet eval``, ``train --eval``)."""
-    from seqnet_train.backend import load_model
-
-    needs_model = not (cfg.EVAL_USE_CACHE and outputs_path(cfg, cfg.OUTPUT_DIR).is_file())
-    model = load_model(cfg, ckpt_path)[0] if needs_model else None
-    if model is None:
-        return score_outputs(cfg, load_outputs(outputs_path(cfg, cfg.OUTPUT_DIR)), cfg.OUTPUT_DIR)
-    return evaluate(model, cfg, cfg.OUTPUT_DIR)
+def evaluate_checkpoint(cfg, ckpt_path=None, backend="torch", package=None):
+    """Evaluate into ``cfg.OUTPUT_DIR`` (``seqnet eval``, ``train --eval``): a checkpoint on
+    PyTorch, or with another ``backend`` a model package exported from one."""
+    cached = outputs_path(cfg, cfg.OUTPUT_DIR)
+    if cfg.EVAL_USE_CACHE and cached.is_file():
+        return score_outputs(cfg, load_outputs(cached), cfg.OUTPUT_DIR)
+    if backend == "torch":
+        if ckpt_path is None:
+            raise SeqNetError("the torch backend evaluates a checkpoint: give --ckpt")
+        session = TorchSession(ckpt_path, cfg)
+    else:
+        if package is None:
+            raise SeqNetError(f"the {backend} backend evaluates a model package: give --model")
+        device = "cuda" if cfg.DEVICE.startswith("cuda") else "cpu"
+        session = load(package, backend, device=device)
+    return evaluate(session, cfg, cfg.OUTPUT_DIR)
 
 
 def run(args):
-    """``seqnet eval --cfg CFG --ckpt CKPT [KEY VALUE ...]``."""
-    evaluate_checkpoint(load_cfg(args.cfg, args.opts), args.ckpt)
+    """``seqnet eval --cfg CFG (--ckpt CKPT | --backend B --model PACKAGE) [KEY VALUE ...]``."""
+    cfg = load_cfg(args.cfg, args.opts)
+    evaluate_checkpoint(cfg, args.ckpt, args.backend, args.model)
 
 
 def run_score(args):
