@@ -6,6 +6,7 @@ the reference for parity) of the exported packages. It runs today's fast inferen
 """
 
 import hashlib
+import json
 import logging
 from pathlib import Path
 
@@ -67,6 +68,33 @@ def checkpoint_cfg(ckpt, opts=()):
     return load_cfg(text=text, opts=opts, source=f"{ckpt}'s config")
 
 
+def package_source(package):
+    """(checkpoint path, config text) of the checkpoint a model package was exported from: the
+    torch backend runs that, as the reference of the package's parity. The checkpoint must lie
+    beside the package (where seqnet-export puts the package) with the digest it recorded."""
+    package = Path(package)
+    try:
+        manifest = json.loads((package / "manifest.json").read_text())
+        source, config = manifest["source"], manifest["config"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise SeqNetError(
+            f"{package}: not a readable model package ({e.__class__.__name__})"
+        ) from None
+    ckpt = package.parent / source["checkpoint"]
+    if not ckpt.is_file():
+        raise SeqNetError(
+            f"--backend torch runs the checkpoint {package.name} came from, but "
+            f"{source['checkpoint']} is not beside it in {package.parent}"
+        )
+    h = hashlib.sha256()
+    with open(ckpt, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    if h.hexdigest() != source["sha256"]:
+        raise SeqNetError(f"{ckpt} changed since {package.name} was exported from it")
+    return ckpt, config
+
+
 def to_tensor(image):
     """H x W x 3 uint8 (or float32 in [0, 1]) array -> float32 (3, H, W) in [0, 1]."""
     image = np.ascontiguousarray(image)
@@ -103,7 +131,8 @@ class ModelSession(Session):
 
 class TorchSession(ModelSession):
     """A checkpoint on PyTorch, with its config: ``cfg`` (a CfgNode or a YAML file), else the
-    one the checkpoint carries; ``device`` and ``precision`` override the config's."""
+    one the checkpoint carries; ``device`` and ``precision`` override the config's. ``ckpt``
+    may be a model package: then the checkpoint it was exported from, with its config."""
 
     def __init__(self, ckpt, cfg=None, opts=(), device=None, precision=None):
         if device and device.startswith("cuda") and not torch.cuda.is_available():
@@ -111,6 +140,10 @@ class TorchSession(ModelSession):
         opts = list(opts)
         opts += ["DEVICE", device] if device else []
         opts += ["INFERENCE.PRECISION", precision] if precision else []
+        if Path(ckpt).is_dir():
+            ckpt, text = package_source(ckpt)
+            if cfg is None:
+                cfg = load_cfg(text=text, opts=opts, source=f"{ckpt}'s config")
         if cfg is None:
             cfg = checkpoint_cfg(ckpt, opts)
         elif isinstance(cfg, (str, Path)):
