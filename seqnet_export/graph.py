@@ -233,8 +233,35 @@ class DetectGraph(_Parts):
         nms_thresh_refined,
         rpn_nms_thresh,
     ):
-        batch = pixels.shape[0]
         features = self.backbone(pixels)
+        return self.detect(
+            features,
+            pixels,
+            resized_hw,
+            original_hw,
+            context_boxes,
+            use_context,
+            score_thresh,
+            nms_thresh,
+            nms_thresh_refined,
+            rpn_nms_thresh,
+        )
+
+    def detect(
+        self,
+        features,
+        pixels,
+        resized_hw,
+        original_hw,
+        context_boxes,
+        use_context,
+        score_thresh,
+        nms_thresh,
+        nms_thresh_refined,
+        rpn_nms_thresh,
+    ):
+        """``forward`` on the backbone's ``features``."""
+        batch = pixels.shape[0]
         proposals, n_proposals = self.proposals(pixels, features, resized_hw, rpn_nms_thresh)
         n = proposals.shape[1]
         rank = torch.arange(n, device=pixels.device)
@@ -289,3 +316,38 @@ class DetectGraph(_Parts):
         batch, k = boxes.shape[:2]
         decoded = self.box_coder.decode_single(deltas, boxes.reshape(-1, 4))
         return clip_boxes(decoded.reshape(batch, k, 2, 4)[:, :, 1], size)
+
+
+class PackageGraph(DetectGraph):
+    """Both paths in one trace (one export instead of two): DetectGraph's inputs and outputs,
+    plus ``query_boxes`` (B, Q, 4) -> ``query_embeddings`` (B, Q, D) on the same features.
+    ``seqnet_export.export`` cuts the ONNX graph into the detection and the query graph."""
+
+    def forward(
+        self,
+        pixels,
+        resized_hw,
+        original_hw,
+        context_boxes,
+        use_context,
+        score_thresh,
+        nms_thresh,
+        nms_thresh_refined,
+        rpn_nms_thresh,
+        query_boxes,
+    ):
+        features = self.backbone(pixels)
+        detections = self.detect(
+            features,
+            pixels,
+            resized_hw,
+            original_hw,
+            context_boxes,
+            use_context,
+            score_thresh,
+            nms_thresh,
+            nms_thresh_refined,
+            rpn_nms_thresh,
+        )
+        _, query = self.embed(features, scale_boxes(query_boxes, resized_hw, original_hw))
+        return (*detections, query)

@@ -1,0 +1,212 @@
+"""``seqnet-export``'s work: checkpoint -> graphs -> verified package, one log line a step.
+
+Every check that can fail on the user's input (checkpoint, config, --out, --opset, --engine)
+runs before the export, so a mistake costs seconds and writes nothing.
+"""
+
+import importlib.util
+import logging
+import time
+from pathlib import Path
+
+import onnx
+import torch
+
+from seqnet_export import engine
+from seqnet_export.export import DEFAULT_OPSET, MIN_OPSET, build_graphs, io_spec, save_graphs
+from seqnet_export.package import check_destination, new_manifest, staged, write_manifest
+from seqnet_export.verify import (
+    folder_images,
+    parity_table,
+    synthetic_images,
+    verify_fp16,
+    verify_fp32,
+)
+from seqnet_runtime.errors import SeqNetError
+
+log = logging.getLogger("seqnet_export")
+
+NEEDED = ("onnx", "onnxscript", "onnxruntime")
+QUIET = ("onnxscript", "onnx_ir", "torch.onnx", "torch.export", "torch._export")  # INFO chatter
+
+
+def default_out(ckpt):
+    """The package folder beside the checkpoint: ``epoch_19.pth`` -> ``epoch_19_package``."""
+    ckpt = Path(ckpt)
+    return ckpt.with_name(f"{ckpt.stem}_package")
+
+
+def load_config(checkpoint, ckpt, cfg_path):
+    """(cfg, where it came from): ``--cfg`` if given, else the config our checkpoints carry."""
+    from seqnet_train.config import load_cfg
+
+    if cfg_path:
+        return load_cfg(cfg_path), str(cfg_path)
+    text = checkpoint.get("config")
+    if not isinstance(text, str):
+        raise SeqNetError(
+            f"{ckpt} carries no config (a released checkpoint?): give its config with --cfg"
+        )
+    return load_cfg(text=text, source=f"{ckpt}'s config"), "the checkpoint"
+
+
+def check_opset(opset):
+    newest = onnx.defs.onnx_opset_version()
+    if opset < MIN_OPSET:
+        raise SeqNetError(
+            f"--opset {opset}: the graphs need opset {MIN_OPSET} or newer (RoiAlign's "
+            "coordinate_transformation_mode, the exporter's operators)"
+        )
+    if opset > newest:
+        raise SeqNetError(f"--opset {opset}: this onnx ({onnx.__version__}) knows up to {newest}")
+
+
+def load_model(checkpoint, ckpt, cfg):
+    from seqnet_train.modeling import build_model
+    from seqnet_train.modeling.checkpoint import adapt_state_dict
+
+    model = build_model(cfg, load_imagenet=False)
+    state = checkpoint["model"] if isinstance(checkpoint.get("model"), dict) else checkpoint
+    model.load_state_dict(adapt_state_dict(model, state, source=str(ckpt)), strict=False)
+    return model.eval().requires_grad_(False)
+
+
+def _mb(path):
+    return Path(path).stat().st_size / 2**20
+
+
+def export_package(
+    ckpt,
+    cfg=None,
+    out=None,
+    fp16=False,
+    opset=DEFAULT_OPSET,
+    engine_build=False,
+    verify_images=None,
+    force=False,
+    threads=None,
+):
+    """Export ``ckpt`` to a verified package at ``out``; returns (out, manifest)."""
+    from seqnet_train.modeling.checkpoint import read_checkpoint
+
+    start = time.perf_counter()
+    for name in QUIET:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for name in NEEDED:
+        if importlib.util.find_spec(name) is None:
+            raise SeqNetError(f"{name} is not installed: pip install 'seqnet[train,runtime]'")
+    check_opset(opset)
+    if engine_build and (what := engine.missing()):
+        raise SeqNetError(f"--engine: {what}; export without --engine here")
+    if verify_images is not None and not Path(verify_images).is_dir():
+        raise SeqNetError(f"--verify-images {verify_images}: no such folder")
+    checkpoint = read_checkpoint(ckpt)
+    config, source = load_config(checkpoint, ckpt, cfg)
+    out = check_destination(out or default_out(ckpt))
+    if threads:
+        torch.set_num_threads(threads)
+    model = load_model(checkpoint, ckpt, config)
+    del checkpoint
+    m = config.MODEL
+    log.info(
+        "loaded %s (config from %s): %s, input %d..%d px, %d detections per image",
+        ckpt, source, m.BACKBONE, config.INPUT.MIN_SIZE, config.INPUT.MAX_SIZE,
+        m.ROI_HEAD.DETECTIONS_PER_IMAGE_TEST,
+    )  # fmt: skip
+    preprocess = {
+        "min_size": model.transform.min_size[-1],
+        "max_size": model.transform.max_size,
+        "pixel_mean": model.transform.image_mean,
+        "pixel_std": model.transform.image_std,
+    }
+    samples = (
+        folder_images(verify_images) if verify_images else synthetic_images()
+    )  # read before the export: a bad image fails early
+
+    from seqnet_runtime.onnx_backend import OnnxSession
+    from seqnet_train.modeling.inference import optimize_for_inference
+
+    with staged(out) as tmp:
+        graphs = {}
+        for half in (False, True) if fp16 else (False,):
+            t = time.perf_counter()
+            built = build_graphs(model, preprocess, opset, fp16=half)
+            suffix = "_fp16" if half else ""
+            graphs.update({f"{name}{suffix}": proto for name, proto in built.items()})
+            log.info(
+                "traced the %s graphs in %.0f s",
+                "fp16" if half else "fp32",
+                time.perf_counter() - t,
+            )
+        files = save_graphs(graphs, tmp)
+        del graphs
+        specs = {}
+        for key, file in files.items():
+            name, _, half = key.partition("_")
+            specs.setdefault(half or "fp32", {})[name] = {"file": file, **io_spec(tmp / file)}
+        sizes = ", ".join(f"{p.name} {_mb(p):.1f} MB" for p in sorted(tmp.iterdir()))
+        log.info("wrote and checked the graphs (onnx.checker, shape inference): %s", sizes)
+        manifest = new_manifest(
+            checkpoint=ckpt,
+            config_yaml=config.dump(),
+            model=model,
+            opset=opset,
+            graphs=specs,
+            batch_size=config.INPUT.BATCH_SIZE_TEST,
+        )
+        write_manifest(tmp, manifest)
+
+        what = f"{verify_images}" if verify_images else "synthetic scenes"
+        session = OnnxSession(tmp, precision="fp32", threads=threads)
+        fp32, runs = verify_fp32(optimize_for_inference(model), session, samples)
+        fp32["on"] = what
+        del session
+        log.info(
+            "verified fp32 on ONNX Runtime against PyTorch (%d %s): %s",
+            len(samples), what, "within the contract" if fp32["passed"] else "BEYOND the contract",
+        )  # fmt: skip
+        parity = {"fp32_vs_torch": fp32}
+        if fp16:
+            session = OnnxSession(tmp, precision="fp16", threads=threads)
+            parity["fp16_vs_fp32"] = verify_fp16(session, samples, runs) | {"on": what}
+            del session
+            log.info(
+                "verified fp16 against fp32: %s",
+                "within the contract"
+                if parity["fp16_vs_fp32"]["passed"]
+                else "BEYOND the contract",
+            )
+        passed = all(p["passed"] for p in parity.values())
+        parity["passed"] = passed
+        parity["forced"] = bool(force and not passed)
+        manifest["parity"] = parity
+        for line in parity_table(parity):
+            log.info(line)
+        if not passed and not force:
+            raise SeqNetError(
+                "the graphs differ from the PyTorch model beyond the parity contract (figures "
+                "above); nothing written (--force writes the package, marked as failing parity)"
+            )
+        if engine_build:
+            manifest["engines"].append(engine.build(tmp, manifest))
+        write_manifest(tmp, manifest)
+    log.info(
+        "wrote %s in %.0f s%s", out, time.perf_counter() - start,
+        "" if passed else " (FAILING parity, --force)",
+    )  # fmt: skip
+    return out, manifest
+
+
+def run(args):
+    """The console command (``seqnet_export.cli``): ``args`` has the options as attributes."""
+    export_package(
+        args.ckpt,
+        cfg=args.cfg,
+        out=args.out,
+        fp16=args.fp16,
+        opset=args.opset,
+        engine_build=args.engine,
+        verify_images=args.verify_images,
+        force=args.force,
+        threads=args.threads,
+    )

@@ -1,0 +1,242 @@
+"""Verification at export: the package's graphs on ONNX Runtime next to the PyTorch model.
+
+The contract (DEPLOY.md, "What parity means"):
+
+- fp32 package vs the PyTorch model: the same detections (count above the score threshold),
+  each PyTorch box matched by position to one of the package's within 1e-3 px, scores and
+  embeddings within 1e-4; query embeddings within 1e-4. Gallery, CBGM (the query image with its
+  box) and query paths, on every sample image.
+- fp16 package vs fp32 package: the fp32 detections scoring >= 0.5 matched at IoU >= 0.95
+  (>= 99% of them), matched embeddings at cosine >= 0.999 (query embeddings too). ONNX Runtime's
+  CPU provider runs an fp16 graph by casting each operator to fp32, so this checks the
+  accuracy of fp16 storage between operators, not of fp16 arithmetic on a GPU.
+
+Sample images are synthetic scenes with people (``seqnet_train.data.synth_draw``) unless the
+user gives a folder; the people's boxes, or boxes spread over the image, are the queries.
+"""
+
+import logging
+import time
+
+import numpy as np
+import torch
+
+from seqnet_runtime.images import list_images, read_pil, to_array
+
+log = logging.getLogger(__name__)
+
+BOX_TOL, SCORE_TOL, EMB_TOL = 1e-3, 1e-4, 1e-4
+FP16_SCORE, FP16_IOU, FP16_MATCHED, FP16_COSINE = 0.5, 0.95, 0.99, 0.999
+SAMPLE_SIZES = ((480, 640), (600, 400))  # landscape and portrait: two sizes, two graph shapes
+MAX_USER_IMAGES = 4
+
+
+def synthetic_images(seed=0, sizes=SAMPLE_SIZES):
+    """[(H x W x 3 uint8 image, (k, 4) float32 boxes of its people)], deterministic."""
+    from seqnet_train.data.synth_draw import camera_style, random_look, render
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for height, width in sizes:
+        boxes = []
+        for i in range(4):
+            h = int(height * rng.uniform(0.35, 0.6))
+            w = h * 0.4
+            x1 = (i + rng.uniform(0.05, 0.4)) * width / 4.2
+            y1 = rng.uniform(0.05, 0.95) * (height - h)
+            boxes.append([x1, y1, min(x1 + w, width - 1), y1 + h])
+        boxes = np.array(boxes, np.float32).round()
+        people = [
+            (tuple(int(v) for v in b), random_look(rng), bool(i % 2)) for i, b in enumerate(boxes)
+        ]
+        image = render(rng, camera_style(rng), (height, width), people)
+        out.append((to_array(image), boxes))
+    return out
+
+
+def folder_images(folder, limit=MAX_USER_IMAGES):
+    """[(image, boxes)] for the first ``limit`` images of ``folder``; the boxes are a fixed
+    spread of person-shaped boxes (the query path needs some)."""
+    paths = list_images(folder)[:limit]
+    if not paths:
+        from seqnet_runtime.errors import SeqNetError
+
+        raise SeqNetError(f"--verify-images {folder}: no images in it")
+    out = []
+    for path in paths:
+        image = to_array(read_pil(path))
+        height, width = image.shape[:2]
+        boxes = np.array(
+            [
+                [0.1 * width, 0.2 * height, 0.3 * width, 0.8 * height],
+                [0.6 * width, 0.1 * height, 0.8 * width, 0.9 * height],
+            ],
+            np.float32,
+        )
+        out.append((image, boxes))
+    return out
+
+
+def _tensor(image):
+    return torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div(255)
+
+
+def _max_abs(a, b):
+    return float(np.abs(np.asarray(a) - np.asarray(b)).max()) if np.size(a) else 0.0
+
+
+def compare_detections(ref, ours):
+    """Figures of ``ours`` against ``ref`` (dicts of numpy boxes, scores, embeddings): count
+    difference, and for boxes matched by position the largest differences."""
+    n_ref, n_ours = len(ref["boxes"]), len(ours["boxes"])
+    out = {"detections": n_ref, "count_diff": n_ours - n_ref, "box": 0.0, "score": 0.0}
+    out["embedding"] = 0.0
+    if n_ref != n_ours or n_ref == 0:
+        return out
+    dist = np.abs(ref["boxes"][:, None, :] - ours["boxes"][None]).max(-1)
+    match = dist.argmin(1)
+    if len(set(match.tolist())) != len(match):
+        out["count_diff"] = None  # two boxes matched one: not the same detections
+        return out
+    out["box"] = float(dist.min(1).max())
+    out["score"] = _max_abs(ref["scores"], ours["scores"][match])
+    out["embedding"] = _max_abs(ref["embeddings"], ours["embeddings"][match])
+    return out
+
+
+def _worst(rows, key):
+    return max((r[key] for r in rows), default=0.0)
+
+
+def _to_numpy(d):
+    return {k: d[k].numpy() for k in ("boxes", "scores", "embeddings")}
+
+
+@torch.inference_mode()
+def verify_fp32(model, session, samples):
+    """fp32 package (``session``) vs the PyTorch ``model`` on ``samples`` [(image, boxes)]:
+    the gallery path on every image, CBGM (its first box as the query) and the query path on
+    the first (verification is most of an export's time).
+    Returns (figures, runs): the figures for the manifest and the package's outputs (reused by
+    the fp16 check)."""
+    start = time.perf_counter()
+    rows, queries, runs = [], [], []
+    for i, (image, boxes) in enumerate(samples):
+        tensor = _tensor(image)
+        ref = _to_numpy(model.predict([tensor])[0])
+        ours = session.detect([image])[0]
+        rows.append(compare_detections(ref, ours) | {"mode": "gallery"})
+        run = {"gallery": ours}
+        if i == 0:  # CBGM and the query path share the gallery's parts: checked once
+            ctx = boxes[:1]
+            ref = _to_numpy(model.predict([tensor], context_boxes=[torch.from_numpy(ctx)])[0])
+            run["cbgm"] = session.detect([image], [ctx])[0]
+            rows.append(compare_detections(ref, run["cbgm"]) | {"mode": "cbgm"})
+            ref_q = model.embed_boxes([tensor], [torch.from_numpy(boxes)])[0].numpy()
+            run["query"] = session.embed(image, boxes)
+            queries.append(_max_abs(ref_q, run["query"]))
+        runs.append(run)
+    counts_equal = all(r["count_diff"] == 0 for r in rows)
+    figures = {
+        "images": len(samples),
+        "sizes": sorted({f"{im.shape[1]}x{im.shape[0]}" for im, _ in samples}),
+        "score_thresh": session.thresholds["score_thresh"],
+        "detections": sum(r["detections"] for r in rows if r["mode"] == "gallery"),
+        "same_detections": counts_equal,
+        "box_max_px": _worst(rows, "box"),
+        "score_max": _worst(rows, "score"),
+        "embedding_max": _worst(rows, "embedding"),
+        "query_embedding_max": max(queries, default=0.0),
+        "tolerances": {"box_px": BOX_TOL, "score": SCORE_TOL, "embedding": EMB_TOL},
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    figures["passed"] = bool(
+        counts_equal
+        and figures["box_max_px"] <= BOX_TOL
+        and figures["score_max"] <= SCORE_TOL
+        and figures["embedding_max"] <= EMB_TOL
+        and figures["query_embedding_max"] <= EMB_TOL
+    )
+    return figures, runs
+
+
+def box_iou(a, b):
+    """(n, m) IoU of x1y1x2y2 boxes."""
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(-1)
+    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
+    return inter / np.maximum(area(a)[:, None] + area(b)[None] - inter, 1e-12)
+
+
+def _cosine(a, b):
+    na = np.linalg.norm(a, axis=-1)
+    nb = np.linalg.norm(b, axis=-1)
+    return (a * b).sum(-1) / np.maximum(na * nb, 1e-12)
+
+
+def verify_fp16(session16, samples, runs32):
+    """fp16 package vs the fp32 package's outputs ``runs32`` (from ``verify_fp32``)."""
+    start = time.perf_counter()
+    considered = matched = 0
+    cosines = []
+    for (image, boxes), run in zip(samples, runs32):
+        for mode, ctx in (("gallery", None), ("cbgm", [boxes[:1]])):
+            if mode not in run:
+                continue
+            ref = run[mode]
+            ours = session16.detect([image], ctx)[0]
+            keep = ref["scores"] >= FP16_SCORE
+            considered += int(keep.sum())
+            if not keep.any() or not len(ours["boxes"]):
+                continue
+            iou = box_iou(ref["boxes"][keep], ours["boxes"])
+            best = iou.argmax(1)
+            ok = iou[np.arange(len(best)), best] >= FP16_IOU
+            matched += int(ok.sum())
+            cos = _cosine(ref["embeddings"][keep][ok], ours["embeddings"][best[ok]])
+            cosines.extend(cos.tolist())
+        if "query" in run:
+            cosines.extend(_cosine(run["query"], session16.embed(image, boxes)).tolist())
+    fraction = matched / considered if considered else 1.0
+    figures = {
+        "ran_on": "ONNX Runtime CPU (fp16 storage between operators, fp32 arithmetic)",
+        "detections_considered": considered,
+        "matched_fraction": round(fraction, 6),
+        "cosine_min": float(min(cosines, default=1.0)),
+        "contract": {
+            "score_at_least": FP16_SCORE,
+            "iou_at_least": FP16_IOU,
+            "matched_at_least": FP16_MATCHED,
+            "cosine_at_least": FP16_COSINE,
+        },
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    figures["passed"] = bool(fraction >= FP16_MATCHED and figures["cosine_min"] >= FP16_COSINE)
+    return figures
+
+
+def parity_table(parity):
+    """Lines of a short table of the parity figures."""
+    lines = []
+    fp32 = parity.get("fp32_vs_torch")
+    if fp32:
+        lines += [
+            "parity            measured       contract    ",
+            f"fp32 vs PyTorch   {fp32['images']} images, {fp32['detections']} detections "
+            f"(score > {fp32['score_thresh']:g}), same count: {fp32['same_detections']}",
+            f"  box             {fp32['box_max_px']:.2e} px    <= {BOX_TOL:g} px",
+            f"  score           {fp32['score_max']:.2e}       <= {SCORE_TOL:g}",
+            f"  embedding       {fp32['embedding_max']:.2e}       <= {EMB_TOL:g}",
+            f"  query embedding {fp32['query_embedding_max']:.2e}       <= {EMB_TOL:g}",
+        ]
+    fp16 = parity.get("fp16_vs_fp32")
+    if fp16:
+        lines += [
+            f"fp16 vs fp32      {fp16['detections_considered']} detections >= {FP16_SCORE} "
+            "(ONNX Runtime CPU)",
+            f"  matched IoU>={FP16_IOU} {fp16['matched_fraction']:.2%}         "
+            f">= {FP16_MATCHED:.0%}",
+            f"  cosine min      {fp16['cosine_min']:.6f}       >= {FP16_COSINE}",
+        ]
+    return lines
