@@ -115,11 +115,11 @@ def write_manifest(folder, manifest):
     return path
 
 
-def new_manifest(*, checkpoint, config_yaml, model, opset, graphs, batch_size):
+def new_manifest(*, source, config_yaml, model, opset, graphs, batch_size):
     """The manifest of a package (parity filled in by verification).
 
     Args:
-        checkpoint: path of the source checkpoint.
+        source: {"checkpoint": file name, "sha256": its digest}.
         config_yaml: the full training config (recorded for people; runtimes read the
             explicit fields only).
         model: the SeqNet it was exported from (its sizes, normalisation and thresholds).
@@ -132,7 +132,7 @@ def new_manifest(*, checkpoint, config_yaml, model, opset, graphs, batch_size):
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "source": {"checkpoint": Path(checkpoint).name, "sha256": sha256_file(checkpoint)},
+        "source": dict(source),
         "preprocess": {
             "in_graph": True,
             "input": "images: (B, 3, H, W) float32 RGB in [0, 1], one size per call",

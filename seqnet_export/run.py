@@ -14,7 +14,13 @@ import torch
 
 from seqnet_export import engine
 from seqnet_export.export import DEFAULT_OPSET, MIN_OPSET, build_graphs, io_spec, save_graphs
-from seqnet_export.package import check_destination, new_manifest, staged, write_manifest
+from seqnet_export.package import (
+    check_destination,
+    new_manifest,
+    sha256_file,
+    staged,
+    write_manifest,
+)
 from seqnet_export.verify import (
     folder_images,
     parity_table,
@@ -75,6 +81,45 @@ def _mb(path):
     return Path(path).stat().st_size / 2**20
 
 
+def write_graphs(folder, model, *, opset=DEFAULT_OPSET, fp16=False, source=None, config_yaml="",
+                 batch_size=1):  # fmt: skip
+    """Trace ``model``'s graphs (fp32, and fp16 if asked) into ``folder`` with their
+    manifest (no parity figures yet); returns the manifest."""
+    transform = model.transform
+    preprocess = {
+        "min_size": transform.min_size[-1],
+        "max_size": transform.max_size,
+        "pixel_mean": transform.image_mean,
+        "pixel_std": transform.image_std,
+    }
+    graphs = {}
+    for half in (False, True) if fp16 else (False,):
+        t = time.perf_counter()
+        built = build_graphs(model, preprocess, opset, fp16=half)
+        suffix = "_fp16" if half else ""
+        graphs.update({f"{name}{suffix}": proto for name, proto in built.items()})
+        precision = "fp16" if half else "fp32"
+        log.info("traced the %s graphs in %.0f s", precision, time.perf_counter() - t)
+    files = save_graphs(graphs, folder)
+    del graphs
+    specs = {}
+    for key, file in files.items():
+        name, _, half = key.partition("_")
+        specs.setdefault(half or "fp32", {})[name] = {"file": file, **io_spec(folder / file)}
+    sizes = ", ".join(f"{p.name} {_mb(p):.1f} MB" for p in sorted(Path(folder).iterdir()))
+    log.info("wrote and checked the graphs (onnx.checker, shape inference): %s", sizes)
+    manifest = new_manifest(
+        source=source or {"checkpoint": None, "sha256": None},
+        config_yaml=config_yaml,
+        model=model,
+        opset=opset,
+        graphs=specs,
+        batch_size=batch_size,
+    )
+    write_manifest(folder, manifest)
+    return manifest
+
+
 def export_package(
     ckpt,
     cfg=None,
@@ -113,12 +158,6 @@ def export_package(
         ckpt, source, m.BACKBONE, config.INPUT.MIN_SIZE, config.INPUT.MAX_SIZE,
         m.ROI_HEAD.DETECTIONS_PER_IMAGE_TEST,
     )  # fmt: skip
-    preprocess = {
-        "min_size": model.transform.min_size[-1],
-        "max_size": model.transform.max_size,
-        "pixel_mean": model.transform.image_mean,
-        "pixel_std": model.transform.image_std,
-    }
     samples = (
         folder_images(verify_images) if verify_images else synthetic_images()
     )  # read before the export: a bad image fails early
@@ -127,34 +166,11 @@ def export_package(
     from seqnet_train.modeling.inference import optimize_for_inference
 
     with staged(out) as tmp:
-        graphs = {}
-        for half in (False, True) if fp16 else (False,):
-            t = time.perf_counter()
-            built = build_graphs(model, preprocess, opset, fp16=half)
-            suffix = "_fp16" if half else ""
-            graphs.update({f"{name}{suffix}": proto for name, proto in built.items()})
-            log.info(
-                "traced the %s graphs in %.0f s",
-                "fp16" if half else "fp32",
-                time.perf_counter() - t,
-            )
-        files = save_graphs(graphs, tmp)
-        del graphs
-        specs = {}
-        for key, file in files.items():
-            name, _, half = key.partition("_")
-            specs.setdefault(half or "fp32", {})[name] = {"file": file, **io_spec(tmp / file)}
-        sizes = ", ".join(f"{p.name} {_mb(p):.1f} MB" for p in sorted(tmp.iterdir()))
-        log.info("wrote and checked the graphs (onnx.checker, shape inference): %s", sizes)
-        manifest = new_manifest(
-            checkpoint=ckpt,
-            config_yaml=config.dump(),
-            model=model,
-            opset=opset,
-            graphs=specs,
+        source = {"checkpoint": Path(ckpt).name, "sha256": sha256_file(ckpt)}
+        manifest = write_graphs(
+            tmp, model, opset=opset, fp16=fp16, source=source, config_yaml=config.dump(),
             batch_size=config.INPUT.BATCH_SIZE_TEST,
-        )
-        write_manifest(tmp, manifest)
+        )  # fmt: skip
 
         what = f"{verify_images}" if verify_images else "synthetic scenes"
         session = OnnxSession(tmp, precision="fp32", threads=threads)
