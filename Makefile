@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# torch first: pinned to the builds on the local disk (another version downloads GBs)
 	$(BIN)/pip install -q --no-compile torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -q --no-compile -e '.[train]'
+	$(BIN)/pip install -q --no-compile -e '.[train,runtime]'
 	touch $(STAMP)
 
 # Plus the tests, the linter, TensorBoard and video decoding.

@@ -187,6 +187,9 @@ def search(**params):
 @click.option("--people", type=int, default=4, help="most people per image")
 @click.option("--cameras", type=int, default=6, help="cameras (backgrounds, colour casts)")
 @click.option("--size", type=int, nargs=2, default=(240, 320), metavar="H W", help="image size")
+@click.option("--frames", type=int, default=150, help="video: frames")
+@click.option("--fps", type=int, default=10, help="video: frames per second")
+@click.option("--queries", type=int, default=3, help="video: people to search for (query crops)")
 def synth(**params):
     if params["format"] == "video":  # the dataset's test identities walking (same seed, ids)
         target = "seqnet_train.data.synth_video:run"

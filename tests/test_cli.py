@@ -74,7 +74,8 @@ CASES = {
                     gallery="g", every=1, topk=20, out="search_output", index=None)),
     "synth": ("--format json --out d --train-images 7 --size 64 48",
               dict(format="json", out="d", seed=0, train_images=7, test_images=100, train_ids=40,
-                   test_ids=20, people=4, cameras=6, size=[64, 48])),
+                   test_ids=20, people=4, cameras=6, size=[64, 48], frames=150, fps=10,
+                   queries=3)),
     "convert": ("--format prw --root r --out o.json", dict(format="prw", root="r", out="o.json")),
 }
 # fmt: on

@@ -62,6 +62,19 @@ def test_builtin_demo_end_to_end(tmp_path, monkeypatch, caplog):
         assert im.width > 100 and im.height > 50
     assert not (out / "search_q2").exists()
 
+    # The deployment half: the exported package searched a synthetic video on ONNX Runtime
+    # (for both test identities: the shrunk set has two).
+    video = summary["video"]
+    assert video["backend"] == "onnxruntime" and video["frames"] == 150
+    assert 0 <= video["ap"] <= 1 and 0 <= video["recall"] <= 1 and len(video["queries"]) == 2
+    manifest = json.loads((out / "model" / "manifest.json").read_text())
+    assert manifest["source"]["checkpoint"] == "epoch_0.pth"
+    report = json.loads((out / "run" / "matches.json").read_text())
+    assert report["backend"] == "onnxruntime" and not report["partial"]
+    assert {q["name"] for q in report["queries"]} == set(video["queries"])
+    assert (out / "run" / "annotated.mp4").is_file() and (out / "run" / "index.html").is_file()
+    assert set(summary["steps_s"]) >= {"export", "synthesise video", "seqnet-run"}
+
     # The searches reused the evaluation's detections, which are what detecting afresh gives.
     overrides = ["INPUT.DATA_ROOT", str(out / "data"), "OUTPUT_DIR", str(out / "train")]
     run_cfg = load_cfg(str(cfg), overrides + ["SOLVER.AMP", "False"])

@@ -431,16 +431,15 @@ def write_video(
 def run(args):
     """CLI entry: ``seqnet synth --format video --out DIR`` with the dataset's ``--seed``,
     ``--train-ids``, ``--test-ids``, ``--cameras`` and ``--size`` (the same values as the
-    dataset's, so that its test identities walk), plus ``--frames``, ``--fps``, ``--queries``
-    where the command offers them."""
+    dataset's, so that its test identities walk), plus ``--frames``, ``--fps``, ``--queries``."""
     write_video(
         args.out,
         seed=args.seed,
-        frames=getattr(args, "frames", None) or 150,
-        fps=getattr(args, "fps", None) or 10,
+        frames=args.frames,
+        fps=args.fps,
         size=tuple(args.size),
         train_ids=args.train_ids,
         test_ids=args.test_ids,
-        queries=getattr(args, "queries", None) or 3,
+        queries=args.queries,
         cameras=args.cameras,
     )
