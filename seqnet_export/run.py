@@ -6,6 +6,7 @@ runs before the export, so a mistake costs seconds and writes nothing.
 
 import importlib.util
 import logging
+import re
 import time
 from pathlib import Path
 
@@ -40,6 +41,24 @@ def default_out(ckpt):
     """The package folder beside the checkpoint: ``epoch_19.pth`` -> ``epoch_19_package``."""
     ckpt = Path(ckpt)
     return ckpt.with_name(f"{ckpt.stem}_package")
+
+
+def _read(ckpt):
+    """The checkpoint dict, read with weights_only=True; its errors in one short line."""
+    from seqnet_train.modeling.checkpoint import read_checkpoint
+
+    try:
+        return read_checkpoint(ckpt)
+    except SeqNetError as e:
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        if found:
+            raise SeqNetError(
+                f"cannot read checkpoint {ckpt}: it holds Python objects ({found.group(1)}), "
+                "which are not loaded (torch.load weights_only=True: only tensors and plain "
+                "values)"
+            ) from None
+        raise SeqNetError(text.splitlines()[0].split(". ")[0]) from None
 
 
 def load_config(checkpoint, ckpt, cfg_path):
@@ -132,8 +151,6 @@ def export_package(
     threads=None,
 ):
     """Export ``ckpt`` to a verified package at ``out``; returns (out, manifest)."""
-    from seqnet_train.modeling.checkpoint import read_checkpoint
-
     start = time.perf_counter()
     for name in QUIET:
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -145,7 +162,7 @@ def export_package(
         raise SeqNetError(f"--engine: {what}; export without --engine here")
     if verify_images is not None and not Path(verify_images).is_dir():
         raise SeqNetError(f"--verify-images {verify_images}: no such folder")
-    checkpoint = read_checkpoint(ckpt)
+    checkpoint = _read(ckpt)
     config, source = load_config(checkpoint, ckpt, cfg)
     out = check_destination(out or default_out(ckpt))
     if threads:

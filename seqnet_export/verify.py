@@ -15,6 +15,7 @@ Sample images are synthetic scenes with people (``seqnet_train.data.synth_draw``
 user gives a folder; the people's boxes, or boxes spread over the image, are the queries.
 """
 
+import contextlib
 import logging
 import time
 
@@ -104,6 +105,18 @@ def compare_detections(ref, ours):
     return out
 
 
+@contextlib.contextmanager
+def _score_thresh(model, session, value):
+    """Both sides at score threshold ``value`` for a while: at 0 every candidate that survives
+    NMS is a detection, the most thorough comparison (a threshold keeps a subset of them)."""
+    saved = model.roi_heads.score_thresh, session.thresholds["score_thresh"]
+    model.roi_heads.score_thresh = session.thresholds["score_thresh"] = value
+    try:
+        yield
+    finally:
+        model.roi_heads.score_thresh, session.thresholds["score_thresh"] = saved
+
+
 def _worst(rows, key):
     return max((r[key] for r in rows), default=0.0)
 
@@ -115,8 +128,9 @@ def _to_numpy(d):
 @torch.inference_mode()
 def verify_fp32(model, session, samples):
     """fp32 package (``session``) vs the PyTorch ``model`` on ``samples`` [(image, boxes)]:
-    the gallery path on every image, CBGM (its first box as the query) and the query path on
-    the first (verification is most of an export's time).
+    the gallery path on every image; on the first also every candidate (score threshold 0),
+    CBGM (its first box as the query) and the query path (verification is most of an export's
+    time).
     Returns (figures, runs): the figures for the manifest and the package's outputs (reused by
     the fp16 check)."""
     start = time.perf_counter()
@@ -127,7 +141,11 @@ def verify_fp32(model, session, samples):
         ours = session.detect([image])[0]
         rows.append(compare_detections(ref, ours) | {"mode": "gallery"})
         run = {"gallery": ours}
-        if i == 0:  # CBGM and the query path share the gallery's parts: checked once
+        if i == 0:  # CBGM, the query path and every candidate: once (they share the parts)
+            with _score_thresh(model, session, 0.0):
+                ref = _to_numpy(model.predict([tensor])[0])
+                run["candidates"] = session.detect([image])[0]
+            rows.append(compare_detections(ref, run["candidates"]) | {"mode": "candidates"})
             ctx = boxes[:1]
             ref = _to_numpy(model.predict([tensor], context_boxes=[torch.from_numpy(ctx)])[0])
             run["cbgm"] = session.detect([image], [ctx])[0]
@@ -142,6 +160,7 @@ def verify_fp32(model, session, samples):
         "sizes": sorted({f"{im.shape[1]}x{im.shape[0]}" for im, _ in samples}),
         "score_thresh": session.thresholds["score_thresh"],
         "detections": sum(r["detections"] for r in rows if r["mode"] == "gallery"),
+        "candidates": sum(r["detections"] for r in rows if r["mode"] == "candidates"),
         "same_detections": counts_equal,
         "box_max_px": _worst(rows, "box"),
         "score_max": _worst(rows, "score"),
@@ -181,11 +200,22 @@ def verify_fp16(session16, samples, runs32):
     considered = matched = 0
     cosines = []
     for (image, boxes), run in zip(samples, runs32):
-        for mode, ctx in (("gallery", None), ("cbgm", [boxes[:1]])):
+        # every candidate where it ran (the gallery's detections are among them)
+        modes = ("candidates" if "candidates" in run else "gallery", "cbgm")
+        for mode in modes:
             if mode not in run:
                 continue
             ref = run[mode]
-            ours = session16.detect([image], ctx)[0]
+            thresh = 0.0 if mode == "candidates" else session16.thresholds["score_thresh"]
+            ctx = [boxes[:1]] if mode == "cbgm" else None
+            saved, session16.thresholds["score_thresh"] = (
+                session16.thresholds["score_thresh"],
+                thresh,
+            )
+            try:
+                ours = session16.detect([image], ctx)[0]
+            finally:
+                session16.thresholds["score_thresh"] = saved
             keep = ref["scores"] >= FP16_SCORE
             considered += int(keep.sum())
             if not keep.any() or not len(ours["boxes"]):
@@ -224,7 +254,8 @@ def parity_table(parity):
         lines += [
             "parity            measured       contract    ",
             f"fp32 vs PyTorch   {fp32['images']} images, {fp32['detections']} detections "
-            f"(score > {fp32['score_thresh']:g}), same count: {fp32['same_detections']}",
+            f"(score > {fp32['score_thresh']:g}) + {fp32['candidates']} (score > 0), "
+            f"same count: {fp32['same_detections']}",
             f"  box             {fp32['box_max_px']:.2e} px    <= {BOX_TOL:g} px",
             f"  score           {fp32['score_max']:.2e}       <= {SCORE_TOL:g}",
             f"  embedding       {fp32['embedding_max']:.2e}       <= {EMB_TOL:g}",
