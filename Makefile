@@ -9,17 +9,19 @@ DEV_STAMP := $(VENV)/.installed-dev
 
 # What seqnet needs to run (the demo, benchmarks). --no-compile: Python compiles only the
 # modules it imports, when it first imports them, instead of all of torch up front (~30 s).
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py $(wildcard custom_ops/csrc/*.* custom_ops/csrc/cuda/*.*)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q --upgrade pip 'setuptools>=77'
 	# torch first: pinned to the builds on the local disk (another version downloads GBs)
 	$(BIN)/pip install -q --no-compile torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -q --no-compile -e '.[train,runtime]'
+	# --no-build-isolation: setup.py compiles custom_ops against this torch (a build failure
+	# only warns; torchvision's kernels are then used)
+	$(BIN)/pip install -q --no-compile --no-build-isolation -e '.[train,runtime]'
 	touch $(STAMP)
 
 # Plus the tests, the linter, TensorBoard and video decoding.
 $(DEV_STAMP): $(STAMP)
-	$(BIN)/pip install -q --no-compile -e '.[train,runtime,test,tensorboard]'
+	$(BIN)/pip install -q --no-compile --no-build-isolation -e '.[train,runtime,test,tensorboard]'
 	touch $(DEV_STAMP)
 
 venv: $(DEV_STAMP)

@@ -4,9 +4,10 @@ import copy
 
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor
-from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
+from torchvision.models.detection.rpn import RPNHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
+from custom_ops.detection import RegionProposalNetwork
 from seqnet_train.errors import SeqNetError
 from seqnet_train.modeling.backbone import build_resnet
 from seqnet_train.modeling.heads import BBoxRegressor, NormAwareEmbedding

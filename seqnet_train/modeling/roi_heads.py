@@ -12,6 +12,7 @@ from torch import nn
 from torchvision.models.detection import _utils as det_utils
 from torchvision.ops import boxes as box_ops
 
+from custom_ops import batched_nms
 from seqnet_train.identities import UNLABELED
 
 
@@ -117,7 +118,7 @@ class SeqRoIHeads(nn.Module):
                 box = torch.cat([box, context[i]])
                 score = torch.cat([score, score.new_ones(1)])
                 emb = torch.cat([emb, embeddings[i][n:]])
-            keep = box_ops.batched_nms(box, score, torch.ones_like(score), self.nms_thresh_refined)
+            keep = batched_nms(box, score, torch.ones_like(score), self.nms_thresh_refined)
             keep = keep[: self.detections_per_img]
             results.append(
                 dict(
@@ -135,7 +136,7 @@ class SeqRoIHeads(nn.Module):
         keep = torch.where(scores > self.score_thresh)[0]
         keep = keep[box_ops.remove_small_boxes(boxes[keep], min_size=1e-2)]
         labels = torch.ones_like(scores[keep])
-        keep = keep[box_ops.batched_nms(boxes[keep], scores[keep], labels, self.nms_thresh)]
+        keep = keep[batched_nms(boxes[keep], scores[keep], labels, self.nms_thresh)]
         return keep[: self.detections_per_img]
 
     # ------------------------------------------------------------------ training -------- #
