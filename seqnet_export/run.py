@@ -216,9 +216,14 @@ def export_package(
         for line in parity_table(parity):
             log.info(line)
         if not passed and not force:
+            failed = [
+                {"fp32_vs_torch": "the fp32 graphs vs PyTorch", "fp16_vs_fp32": "fp16 vs fp32"}[k]
+                for k, v in parity.items()
+                if isinstance(v, dict) and not v["passed"]
+            ]
             raise SeqNetError(
-                "the graphs differ from the PyTorch model beyond the parity contract (figures "
-                "above); nothing written (--force writes the package, marked as failing parity)"
+                f"{' and '.join(failed)}: beyond the parity contract (figures above); nothing "
+                "written (--force writes the package, marked as failing parity)"
             )
         if engine_build:
             manifest["engines"].append(engine.build(tmp, manifest))
