@@ -30,6 +30,8 @@ from tests.tiny import TINY_OPTS, tiny_batch, tiny_model
 # the demo's backbone, non-square RoIs; random weights score about 0.4: some pass at 0.3
 MODEL_OPTS = ["MODEL.BACKBONE", "resnet10", "MODEL.ROI_HEAD.POOL_SIZE", "[6, 3]"]
 MODEL_OPTS += ["MODEL.ROI_HEAD.SCORE_THRESH_TEST", "0.3"]
+# more proposals before NMS than a 128 x 192 input has anchors (1440): the padded top-k
+MODEL_OPTS += ["MODEL.RPN.PRE_NMS_TOPN_TEST", "2000"]
 OPTS = TINY_OPTS + MODEL_OPTS
 THREADS = 2
 
