@@ -361,3 +361,31 @@ def test_parity_failure_stops_the_export(ckpt, tmp_path, capsys, monkeypatch):
     assert parity["forced"] and not parity["passed"]
     # an earlier package is replaced; the verification's figures are in the manifest
     assert parity["fp32_vs_torch"]["box_max_px"] <= 1e-3
+
+
+def test_auto_backend_opens_a_package(package):
+    from seqnet_runtime import load
+
+    session = load(package, device="cpu", threads=THREADS)
+    assert session.name == "onnxruntime" and session.dim == 256 and len(session.key) == 64
+
+
+def test_an_earlier_package_is_replaced_whole(tmp_path):
+    """The package is staged beside its destination and renamed into place; an earlier package
+    there is replaced, a failure leaves it as it was."""
+    from seqnet_export.package import check_destination, staged
+    from seqnet_runtime.onnx_backend import FORMAT
+
+    out = tmp_path / "pkg"
+    out.mkdir()
+    (out / "manifest.json").write_text(json.dumps({"format": FORMAT, "format_version": 0}))
+    (out / "old.onnx").write_text("old")
+    check_destination(out)
+    with pytest.raises(RuntimeError), staged(out) as tmp:
+        (tmp / "new.onnx").write_text("new")
+        raise RuntimeError("export failed")
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "old.onnx"]
+    with staged(out) as tmp:
+        (tmp / "manifest.json").write_text("{}")
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json"]
+    assert [p.name for p in tmp_path.iterdir()] == ["pkg"]  # no temporary folder left
