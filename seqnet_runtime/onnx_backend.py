@@ -176,8 +176,12 @@ class OnnxSession(Session):
         boxes, scores, embeddings, count = self._sessions["detect"].run(
             ["boxes", "scores", "embeddings", "count"], feeds
         )
-        return [
-            {"boxes": boxes[j, :n], "scores": scores[j, :n], "embeddings": embeddings[j, :n]}
+        return [  # copies: a result does not keep the whole padded batch alive
+            {
+                "boxes": boxes[j, :n].copy(),
+                "scores": scores[j, :n].copy(),
+                "embeddings": embeddings[j, :n].copy(),
+            }
             for j, n in enumerate(int(c) for c in count)
         ]
 
