@@ -78,6 +78,9 @@ def staged(out):
     an earlier package or an empty folder), removed when it fails."""
     out = Path(out)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp's folder is private; a package is not
     try:
         yield tmp
         _fsync_tree(tmp)

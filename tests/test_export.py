@@ -95,6 +95,9 @@ def test_package(package, ckpt):
         "embed_fp16.onnx",
     }  # fmt: skip
     assert not [p for p in ckpt.parent.iterdir() if p.name.startswith(".")]  # no temp left
+    umask = os.umask(0)
+    os.umask(umask)
+    assert package.stat().st_mode & 0o777 == 0o777 & ~umask
     m = json.loads((package / "manifest.json").read_text())
     assert m["format_version"] == FORMAT_VERSION
     assert m["source"] == {"checkpoint": "epoch_0.pth", "sha256": sha256_file(ckpt)}
