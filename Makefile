@@ -43,8 +43,10 @@ format: $(DEV_STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m seqnet_train.quickstart
 
+# FPS of every backend against the PyTorch baseline, default ResNet-50 (golden weights)
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_inference.py
+	mkdir -p bench_output
+	$(BIN)/python benchmarks/fps.py --json bench_output/fps.json --chart bench_output/fps.png
 
 clean:
-	rm -rf $(VENV) output demo_output .pytest_cache
+	rm -rf $(VENV) output demo_output bench_output run_output .pytest_cache

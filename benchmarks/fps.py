@@ -1,0 +1,312 @@
+"""Frames per second of every backend against the PyTorch baseline, on the same frames, in one
+run (../shared/DEPLOY.md, Benchmarks), printed as JSON.
+
+Rows: PyTorch eager (the released function), the PyTorch fast path (fp32; bf16 where the CPU
+computes it natively; fp16 on CUDA), ONNX Runtime fp32 / fp16 (a model package), TensorRT fp16
+where it exists. Every row runs through the runtime's Session interface on the same uint8
+frames: synthetic 1080x1920 and 540x960 by default, or ``--video``'s first frames. Per row and
+size: median and p90 latency per frame and frames per second at batch 1 and 4 (after a
+warm-up), achieved GFLOP/s next to this machine's matrix-multiply peak measured in the same
+run, ratios against the eager baseline and the fast path of the same run, and the accuracy
+against the eager fp32 baseline on those frames (largest box and embedding differences of the
+matched detections, detections gained or lost). Decoding a video and converting frames to the
+networks' input are timed apart; resizing and normalising are part of every network.
+
+    python benchmarks/fps.py [--ckpt CKPT [--cfg CFG] | golden weights] [--model PACKAGE]
+        [--video FILE] [--sizes 1080x1920 540x960] [--frames 4] [--json OUT] [--chart PNG]
+"""
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from seqnet_runtime import load
+from seqnet_runtime.backend import BACKENDS
+from seqnet_train.backend import ModelSession, checkpoint_cfg, to_tensor
+from seqnet_train.config import load_cfg
+from seqnet_train.modeling import build_model, load_checkpoint
+from seqnet_train.modeling.inference import optimize_for_inference
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_inference import matmul_peak, smooth_image  # noqa: E402
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+MATCH_PX = 1.0  # a detection is "the same" when a box of the other side lies within 1 px
+SCORE_FLOOR = 0.5  # compare the detections that a search would show
+
+
+def golden_model():
+    """The default ResNet-50 with the golden weights of ../shared/parity, and its config."""
+    if not (SHARED / "parity").is_dir():
+        sys.exit(f"needs --ckpt, or the golden weights in {SHARED / 'parity'}")
+    sys.path.insert(0, str(SHARED / "parity"))
+    from fill_weights import fill_
+
+    golden = torch.load(SHARED / "parity" / "golden_inference.pt", weights_only=True)
+    pairs = [str(x) for x in golden["config_overrides"]]
+    overrides = []
+    for key, value in zip(pairs[::2], pairs[1::2]):
+        if key != "MODEL.ROI_HEAD.SCORE_THRESH_TEST":  # the golden cases keep every box; a
+            overrides += [key, value]  # search keeps the default threshold's
+    cfg = load_cfg(None, overrides)
+    model = build_model(cfg, load_imagenet=False)
+    fill_(model)
+    return model.eval(), cfg
+
+
+def trained_model(ckpt, cfg_path):
+    cfg = load_cfg(cfg_path) if cfg_path else checkpoint_cfg(ckpt)
+    model = build_model(cfg, load_imagenet=False)
+    load_checkpoint(model, ckpt)
+    return model.eval(), cfg
+
+
+def frames_for(args):
+    """{size name: list of H x W x 3 uint8 frames}, and the decode seconds per frame."""
+    if args.video:
+        import av
+
+        t = time.perf_counter()
+        with av.open(args.video) as container:
+            frames = []
+            for frame in container.decode(video=0):
+                frames.append(frame.to_ndarray(format="rgb24"))
+                if len(frames) == args.frames:
+                    break
+        decode = (time.perf_counter() - t) / len(frames)
+        h, w = frames[0].shape[:2]
+        return {f"{h}x{w}": frames}, decode
+    sets = {}
+    for size in args.sizes:
+        h, w = (int(v) for v in size.split("x"))
+        sets[size] = [
+            (smooth_image(h, w, seed=s).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+            for s in range(args.frames)
+        ]
+    return sets, None
+
+
+def time_session(session, frames, batch, repeats):
+    """Per-frame latencies (seconds) of ``repeats`` passes over ``frames`` in batches."""
+    session.detect(frames[:batch])  # warm-up: primitive caches, allocations
+    latencies = []
+    for _ in range(repeats):
+        for i in range(0, len(frames), batch):
+            chunk = frames[i : i + batch]
+            t = time.perf_counter()
+            session.detect(chunk)
+            latencies += [(time.perf_counter() - t) / len(chunk)] * len(chunk)
+    return latencies
+
+
+def summary(latencies):
+    median = statistics.median(latencies)
+    p90 = float(np.percentile(latencies, 90))
+    return {"median_s": round(median, 4), "p90_s": round(p90, 4), "fps": round(1 / median, 3)}
+
+
+def accuracy(reference, outputs):
+    """Largest differences of matched detections (score >= SCORE_FLOOR) against the baseline,
+    and how many detections either side has without a match within MATCH_PX."""
+    box, emb, score, unmatched = 0.0, 0.0, 0.0, 0
+    for want, got in zip(reference, outputs, strict=True):
+        w = want["scores"] >= SCORE_FLOOR
+        g = got["scores"] >= SCORE_FLOOR
+        wb, gb = want["boxes"][w], got["boxes"][g]
+        if len(wb) and len(gb):
+            dist = np.abs(wb[:, None] - gb[None]).max(-1)
+            j = dist.argmin(1)
+            ok = dist[np.arange(len(wb)), j] <= MATCH_PX
+            unmatched += int((~ok).sum()) + (len(gb) - len(set(j[ok].tolist())))
+            if ok.any():
+                box = max(box, float(dist[np.arange(len(wb)), j][ok].max()))
+                we, ge = want["embeddings"][w][ok], got["embeddings"][g][j[ok]]
+                emb = max(emb, float(np.abs(we - ge).max()))
+                ws, gs = want["scores"][w][ok], got["scores"][g][j[ok]]
+                score = max(score, float(np.abs(ws - gs).max()))
+        else:
+            unmatched += len(wb) + len(gb)
+    return {
+        "max_box_diff_px": round(box, 5),
+        "max_score_diff": round(score, 6),
+        "max_embedding_diff": round(emb, 6),
+        "unmatched_detections": unmatched,
+    }
+
+
+def gflop_per_frame(model, frame):
+    with FlopCounterMode(display=False) as counter:
+        model.predict([to_tensor(frame)])
+    return counter.get_total_flops() / 1e9
+
+
+def rows(model, cfg, args, device):
+    """(name, what it ran on, session factory) for every row this machine can run."""
+    cpu = platform.processor() or platform.machine()
+    on = f"cuda ({torch.cuda.get_device_name()})" if device.type == "cuda" else f"cpu ({cpu})"
+    threads = f"{torch.get_num_threads()} threads"
+    out = [
+        ("torch eager fp32", f"{on}, {threads}, torch {torch.__version__}",
+         lambda: ModelSession(model, device)),
+        ("torch fast fp32", f"{on}, {threads}, channels-last, BN folded",
+         lambda: ModelSession(optimize_for_inference(model), device)),
+    ]  # fmt: skip
+    caps = torch.cpu.get_capabilities()
+    if device.type == "cpu" and (caps.get("amx_bf16") or caps.get("avx512_bf16")):
+        bf16 = lambda: ModelSession(optimize_for_inference(model, "bf16"), device)  # noqa: E731
+        out.append(("torch fast bf16", f"{on}, {threads}, autocast bf16 (native)", bf16))
+    if device.type == "cuda":
+        fp16 = lambda: ModelSession(optimize_for_inference(model, "fp16"), device)  # noqa: E731
+        out.append(("torch fast fp16", f"{on}, autocast fp16", fp16))
+    package = args.model or export_package(model, cfg, args)
+    if package is not None:
+        import onnxruntime as ort
+
+        ort_device = "cuda" if device.type == "cuda" else "cpu"
+        graphs = json.loads((Path(package) / "manifest.json").read_text())["graphs"]
+        for precision in ("fp32", "fp16"):
+            if precision in graphs:
+                note = "" if ort_device == "cuda" or precision == "fp32" else (
+                    ", fp16 storage, fp32 arithmetic")  # fmt: skip
+                out.append((
+                    f"onnxruntime {precision}", f"{on}, onnxruntime {ort.__version__}{note}",
+                    lambda p=precision: load(package, "onnxruntime", device=ort_device,
+                                             precision=p, threads=torch.get_num_threads()),
+                ))  # fmt: skip
+        if "tensorrt" in BACKENDS and device.type == "cuda":
+            trt = lambda: load(package, "tensorrt", device="cuda", precision="fp16")  # noqa: E731
+            out.append(("tensorrt fp16", f"{on}, TensorRT", trt))
+    return out
+
+
+def export_package(model, cfg, args):
+    """A temporary fp32 + fp16 package of ``model``, made as ``seqnet-export`` makes one (from
+    a checkpoint carrying its config), verified on the way."""
+    from seqnet_export.run import export_package as export
+
+    folder = Path(tempfile.mkdtemp(prefix="seqnet-fps-"))
+    ckpt = folder / "model.pth"
+    torch.save({"model": model.state_dict(), "config": cfg.dump()}, ckpt)
+    # force: an fp16 check on untrained weights may miss its 99% on near-tied NMS picks; the
+    # accuracy column below reports what the fp16 rows cost
+    package, _ = export(ckpt, out=folder / "package", fp16=True, threads=args.threads, force=True)
+    return package
+
+
+def chart(results, path):
+    """Frames per second per row, one group of bars per size and batch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results["rows"])
+    groups = [(s, b) for s in results["sizes"] for b in results["batches"]]
+    fig, ax = plt.subplots(figsize=(10, 4), dpi=100)
+    width = 0.8 / len(names)
+    for n, name in enumerate(names):
+        fps = [results["rows"][name]["sizes"].get(s, {}).get(f"batch{b}", {}).get("fps", 0)
+               for s, b in groups]  # fmt: skip
+        ax.bar(np.arange(len(groups)) + n * width, fps, width, label=name)
+    ax.set_xticks(np.arange(len(groups)) + 0.4 - width / 2)
+    ax.set_xticklabels([f"{s}\nbatch {b}" for s, b in groups])
+    ax.set_ylabel("frames per second")
+    ax.set_title(f"SeqNet inference, {results['machine']['cpu']}, "
+                 f"{results['machine']['threads']} threads")  # fmt: skip
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ckpt", help="checkpoint (default: the golden weights)")
+    parser.add_argument("--cfg", help="its config, for a released checkpoint")
+    parser.add_argument("--model", help="model package (default: export one to a temp folder)")
+    parser.add_argument("--video", help="time this video's first --frames frames")
+    parser.add_argument("--sizes", nargs="+", default=["1080x1920", "540x960"])
+    parser.add_argument("--batches", nargs="+", type=int, default=[1, 4])
+    parser.add_argument("--frames", type=int, default=4, help="frames per size")
+    parser.add_argument("--repeats", type=int, default=1, help="passes over the frames")
+    parser.add_argument("--eager-frames", type=int, default=2, help="frames for the slow eager row")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--chart", help="PNG chart of the frames per second")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    model, cfg = trained_model(args.ckpt, args.cfg) if args.ckpt else golden_model()
+    model.to(device)
+    sets, decode = frames_for(args)
+    peaks = matmul_peak() if device.type == "cpu" else {}
+    convert = {}
+    for size, frames in sets.items():
+        t = time.perf_counter()
+        for frame in frames:
+            to_tensor(frame)
+        convert[size] = round((time.perf_counter() - t) / len(frames), 5)
+    results = {
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "threads": args.threads,
+            "device": str(device),
+            "torch": torch.__version__,
+            "matmul_peak_gflops": peaks,
+        },
+        "sizes": list(sets),
+        "batches": args.batches,
+        "decode_s_per_frame": None if decode is None else round(decode, 5),
+        "to_input_s_per_frame": convert,
+        "gflop_per_frame": {s: round(gflop_per_frame(model, f[0]), 1) for s, f in sets.items()},
+        "rows": {},
+    }
+    reference = {}
+    for name, ran_on, make in rows(model, cfg, args, device):
+        session = make()
+        entry = {"ran_on": ran_on, "sizes": {}}
+        for size, frames in sets.items():
+            eager = name.startswith("torch eager")
+            use = frames[: args.eager_frames] if eager else frames
+            outputs = [session.detect([frame])[0] for frame in use]
+            if eager:
+                reference[size] = outputs
+            per = {}
+            for batch in [1] if eager else args.batches:
+                per[f"batch{batch}"] = summary(time_session(session, use, batch, args.repeats))
+                gflops = results["gflop_per_frame"][size] * per[f"batch{batch}"]["fps"]
+                per[f"batch{batch}"]["gflops"] = round(gflops, 1)
+            per["accuracy_vs_eager"] = accuracy(reference[size], outputs[: len(reference[size])])
+            entry["sizes"][size] = per
+            print(
+                f"{name:22s} {size:>10s} {per['batch1']['median_s']:.3f} s/frame", file=sys.stderr
+            )
+        results["rows"][name] = entry
+    for entry in results["rows"].values():
+        for size, per in entry["sizes"].items():
+            for base in ("torch eager fp32", "torch fast fp32"):
+                ref = results["rows"][base]["sizes"][size]["batch1"]["median_s"]
+                per[f"speedup_vs_{base.replace(' ', '_')}"] = round(
+                    ref / per["batch1"]["median_s"], 3
+                )
+    text = json.dumps(results, indent=2)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+    if args.chart:
+        chart(results, args.chart)
+
+
+if __name__ == "__main__":
+    main()
