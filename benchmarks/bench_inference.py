@@ -27,8 +27,6 @@ from seqnet_train.modeling import build_model
 from seqnet_train.modeling.inference import optimize_for_inference
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
-# Established release on this machine (issue 7): median s/image, batch 1, 2 threads.
-ESTABLISHED = {"1080x1920": 12.2, "240x320": 10.0}
 
 
 def matmul_peak(n=4096, repeats=5):
@@ -182,7 +180,6 @@ def main():
             "torch": torch.__version__,
             "matmul_peak_gflops": peaks,
         },
-        "established_s_per_image": ESTABLISHED,
         "sets": {},
     }
     for name, images in sets.items():
@@ -206,8 +203,6 @@ def main():
             fraction_of_matmul_peak=round(flops / total / peak, 3),
             speedup_vs_reference=round(entry["reference_batch1_s"] / entry["fast_batch1_s"], 2),
         )
-        if name in ESTABLISHED:
-            entry["speedup_vs_established"] = round(ESTABLISHED[name] / entry["fast_batch1_s"], 2)
         results["sets"][name] = entry
     images = sets["golden"]
     for mode in args.modes:

@@ -27,8 +27,6 @@ from seqnet_train.engine.train import channels_last_trunk
 from seqnet_train.modeling import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
-# Established release on this machine (issue 5): paper config, median s/step, peak RSS.
-ESTABLISHED = {"step_s": 27.4, "forward_s": 7.5, "backward_s": 19.8, "peak_rss_gb": 3.4}
 
 
 def scene(h, w, people, seed):
@@ -99,7 +97,6 @@ def main():
     paper = load_cfg(None, ["DEVICE", "cpu", "INPUT.MIN_SIZE", "480", "INPUT.MAX_SIZE", "800"])
     small = load_cfg(ROOT / "configs" / "demo_cpu.yaml")
     results = {
-        "established_paper_config": ESTABLISHED,
         "paper_config": in_fresh_process(
             time_steps, paper, {"size": (480, 640), "images": 1}, args.repeats, True
         ),
@@ -107,9 +104,6 @@ def main():
             time_steps, small, {"size": (240, 320), "images": 4}, args.repeats, False
         ),
     }
-    results["speedup_vs_established"] = round(
-        ESTABLISHED["step_s"] / results["paper_config"]["step_s"], 2
-    )
     text = json.dumps(results, indent=2)
     print(text)
     if args.json:
