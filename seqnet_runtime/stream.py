@@ -105,11 +105,17 @@ def _stored(unit, key):
     ends = np.cumsum(unit["counts"])
     for n, (i, t) in enumerate(zip(unit["frames"], unit["times"])):
         rows = slice(ends[n] - unit["counts"][n], ends[n])
-        yield key, int(i), float(t), None, {
-            "boxes": unit["boxes"][rows],
-            "scores": unit["scores"][rows],
-            "embeddings": unit["embeddings"][rows],
-        }
+        yield (
+            key,
+            int(i),
+            float(t),
+            None,
+            {
+                "boxes": unit["boxes"][rows],
+                "scores": unit["scores"][rows],
+                "embeddings": unit["embeddings"][rows],
+            },
+        )
 
 
 def _batched(session, frames, batch, stored=None):
