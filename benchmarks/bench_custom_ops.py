@@ -12,7 +12,8 @@ POST_NMS_TOPN_TEST) at MODEL.ROI_HEAD.POOL_SIZE, sampling ratio 2:
 
 Each row is the median wall time of ``--repeats`` runs, the variants interleaved, in one
 process; ratios are from the same run. ``--model`` adds the 1080p inference of the fast path
-and a training step of the paper configuration, each with the kernels on and off (slow).
+and a training step of the paper configuration (random weights), each with the kernels on and
+off: wall time, and the time inside RoIAlign (forward and backward) from a profiled run.
 
     python benchmarks/bench_custom_ops.py [--repeats N] [--threads N] [--model] [--json OUT]
 """
@@ -27,6 +28,7 @@ import time
 
 import torch
 import torchvision
+from torch.profiler import ProfilerActivity, profile
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import boxes as box_ops
 
@@ -169,6 +171,16 @@ def nms_rows(cfg, repeats):
     }
 
 
+def _is_roi_align(key):
+    """Profiler rows of RoIAlign's outermost calls, forward and backward, either kernel."""
+    return key in (
+        "custom_ops::roi_align",
+        "custom_ops::_roi_align_backward",
+        "_ParallelRoIAlign",
+        "_ParallelRoIAlignBackward",
+    )
+
+
 def model_rows(repeats):
     """The fast path's 1080p inference and a paper-configuration training step, with the
     custom kernels on and off (SEQNET_CUSTOM_OPS), random weights (speed only)."""
@@ -194,10 +206,10 @@ def model_rows(repeats):
 
     rows = {}
     for name, fn in (
-        ("inference_1080p_fast_s", lambda: fast.predict([frame])),
-        ("train_step_paper_s", step),
+        ("inference_1080p_fast", lambda: fast.predict([frame])),
+        ("train_step_paper", step),
     ):
-        fns = {}
+        fns, roi_align_s = {}, {}
         for setting in ("on", "off"):
 
             def run(fn=fn, setting=setting):
@@ -205,8 +217,19 @@ def model_rows(repeats):
                 fn()
 
             fns[f"custom_ops_{setting}"] = run
-        rows[name] = timed(fns, repeats)
-        rows[name]["speedup"] = round(rows[name]["custom_ops_off"] / rows[name]["custom_ops_on"], 3)
+            run()  # warm-up, then one profiled run: the time spent in RoIAlign
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                run()
+            roi_align_s[f"custom_ops_{setting}"] = round(
+                sum(e.cpu_time_total for e in prof.key_averages() if _is_roi_align(e.key)) / 1e6,
+                3,
+            )
+        wall = timed(fns, repeats)
+        rows[name] = {
+            "wall_s": wall,
+            "roi_align_s": roi_align_s,
+            "speedup": round(wall["custom_ops_off"] / wall["custom_ops_on"], 3),
+        }
     os.environ.pop(custom_ops.ENV, None)
     return rows
 
@@ -236,7 +259,7 @@ def main():
         "rpn_nms": nms_rows(cfg, args.repeats),
     }
     if args.model:
-        results["model"] = model_rows(max(1, args.repeats // 2))
+        results["model"] = model_rows(max(2, args.repeats // 2))
     text = json.dumps(results, indent=2)
     print(text)
     if args.json:

@@ -136,8 +136,9 @@ CUSTOM_OPS_INLINE void forward_roi(
 }
 
 template <typename scalar_t, typename acc_t>
-CUSTOM_OPS_INLINE void forward_kernel(const scalar_t* in, const Sample<acc_t>* samples, int bins, int per_bin,
-                    acc_t count, bool pow2, int64_t channels, scalar_t* out) {
+CUSTOM_OPS_INLINE void forward_kernel(const scalar_t* in, const Sample<acc_t>* samples,
+                                      int bins, int per_bin, acc_t count, bool pow2,
+                                      int64_t channels, scalar_t* out) {
   if (pow2) {
     forward_roi<true>(in, samples, bins, per_bin, count, channels, out);
   } else {
@@ -233,10 +234,11 @@ CUSTOM_OPS_INLINE void backward_block(
 
 // The map gradient from one RoI for channel blocks [begin, end).
 template <typename scalar_t, typename acc_t>
-CUSTOM_OPS_INLINE void backward_kernel(const scalar_t* grad, int64_t sc, int64_t sh, int64_t sw,
-                     const Sample<acc_t>* samples, int pooled_h, int pooled_w, int per_bin,
-                     acc_t count, bool pow2, int64_t channels, int64_t begin, int64_t end,
-                     acc_t* image) {
+CUSTOM_OPS_INLINE void backward_kernel(const scalar_t* grad, int64_t sc, int64_t sh,
+                                       int64_t sw, const Sample<acc_t>* samples, int pooled_h,
+                                       int pooled_w, int per_bin, acc_t count, bool pow2,
+                                       int64_t channels, int64_t begin, int64_t end,
+                                       acc_t* image) {
   for (int64_t b = begin; b < end; b++) {
     const int64_t c0 = b * kBackwardBlock;
     const int cb = static_cast<int>(std::min<int64_t>(kBackwardBlock, channels - c0));

@@ -1,11 +1,12 @@
 // Non-maximum suppression on CUDA: torchvision's `nms` results, with the greedy pass on the GPU.
 //
 // Boxes are ordered as torchvision orders them (a stable sort by decreasing score: ties in
-// index order), and the overlap test is torchvision's CUDA expression (areas and intersection in the
-// accumulation type, compared with the threshold as a float). Pass 1: a bit mask of which later
-// boxes each box overlaps, 64 columns per word, one thread per row. Pass 2: one block walks the
-// boxes in score order, keeping those no kept box has suppressed and OR-ing each kept box's row
-// into the suppressed set, until `max_keep` are kept. Only the count comes back to the host.
+// index order), and the overlap test is torchvision's CUDA expression (areas and intersection
+// in the accumulation type, compared with the threshold as a float). Pass 1: a bit mask of
+// which later boxes each box overlaps, 64 columns per word, one thread per row. Pass 2: one
+// block walks the boxes in score order, keeping those no kept box has suppressed and OR-ing
+// each kept box's row into the suppressed set, until `max_keep` are kept. Only the count comes
+// back to the host.
 
 #include <ATen/ATen.h>
 #include <ATen/AccumulateType.h>
