@@ -244,3 +244,34 @@ def test_no_model_says_how_to_export_one(ws, tmp_path, monkeypatch):
     monkeypatch.setenv("SEQNET_MODEL", str(ws / "model.pth"))
     assert run_module.resolve_model(None) == ws / "model.pth"
     shutil.rmtree(tmp_path / "run_output", ignore_errors=True)
+
+
+def test_onnxruntime_and_torch_find_the_same_matches(ws, tmp_path):
+    """The same video through an exported package on ONNX Runtime and through the checkpoint
+    it came from on PyTorch (``--backend torch`` on the package): the same hits within the
+    fp32 parity contract (boxes 1e-3 px; similarities rounded to 4 decimals)."""
+    from seqnet_export.run import export_package
+
+    package, _ = export_package(ws / "model.pth", out=ws / "model_package", threads=2)
+    reports = {}
+    for backend in ("onnxruntime", "torch"):
+        out = tmp_path / backend
+        argv = [str(ws / "clip.mp4"), "--model", str(package), "--backend", backend,
+                "--query", str(ws / "alice.jpg"), "--query", str(ws / "bob.jpg"),
+                "--out", str(out), "--no-video"]  # fmt: skip
+        result = CliRunner().invoke(main, argv)
+        assert result.exit_code == 0, result.output
+        reports[backend] = json.loads((out / "matches.json").read_text())
+    assert reports["onnxruntime"]["backend"] == "onnxruntime"
+    for ort_q, torch_q in zip(*(r["queries"] for r in reports.values()), strict=True):
+        assert len(ort_q["hits"]) == len(torch_q["hits"]) == 10
+        same = 0  # a near-tie at the 10th place may swap one hit for another
+        for a in ort_q["hits"]:
+            for b in torch_q["hits"]:
+                if a["frame"] == b["frame"] and a["box"] == pytest.approx(b["box"], abs=0.101):
+                    assert a["similarity"] == pytest.approx(b["similarity"], abs=2e-4)
+                    same += 1
+        assert same >= 9
+        assert ort_q["hits"][0]["frame"] == torch_q["hits"][0]["frame"]
+        for a, b in zip(ort_q["per_frame"], torch_q["per_frame"], strict=True):
+            assert a[0] == b[0] and a[2] == pytest.approx(b[2], abs=2e-4)
