@@ -144,8 +144,15 @@ def _rois(boxes):
     return torch.cat([torch.cat(index), torch.cat(boxes)], 1)
 
 
+def _fp32(*tensors):
+    """bf16 / fp16 boxes and scores (autocast training) in fp32, as torchvision's autocast
+    kernels of its NMS take them."""
+    return [t.float() if t.dtype in (torch.bfloat16, torch.float16) else t for t in tensors]
+
+
 def nms(boxes, scores, iou_threshold, max_keep=None):
     """``torchvision.ops.nms``, ``[:max_keep]`` (the custom kernel stops once it has them)."""
+    boxes, scores = _fp32(boxes, scores)
     if enabled(boxes.device.type):
         limit = -1 if max_keep is None else int(max_keep)
         return torch.ops.custom_ops.nms(boxes, scores, float(iou_threshold), limit)
@@ -185,6 +192,7 @@ def batched_nms(boxes, scores, idxs, iou_threshold, max_keep=None):
 def topk_nms(boxes, scores, k, iou_threshold, max_keep=None):
     """The ``k`` best-scoring boxes (``scores.topk``), NMS over them, ``[:max_keep]``: indices
     into ``boxes`` by decreasing score. Any number of candidates and any ``k``."""
+    boxes, scores = _fp32(boxes, scores)
     if enabled(boxes.device.type):
         limit = -1 if max_keep is None else int(max_keep)
         return torch.ops.custom_ops.topk_nms(boxes, scores, int(k), float(iou_threshold), limit)

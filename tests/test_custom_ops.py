@@ -275,6 +275,22 @@ def test_topk_nms_matches_topk_then_nms(case, k):
 
 
 @built
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_nms_is_torchvisions_under_autocast(dtype):
+    """Autocast training hands the NMS bf16 boxes: torchvision's autocast kernel computes it in
+    fp32, and so do custom_ops' functions (the C++ kernel itself takes fp32 and fp64)."""
+    _, boxes, scores = _nms_cases()[-1]
+    low_boxes, low_scores = boxes.to(dtype), scores.to(dtype)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ref = torchvision.ops.nms(low_boxes, low_scores, 0.5)
+    assert len(ref) > 100
+    assert torch.equal(custom_ops.nms(low_boxes, low_scores, 0.5), ref)
+    top = low_scores.float().topk(3000)[1]
+    want = top[torchvision.ops.nms(low_boxes[top].float(), low_scores[top].float(), 0.7)][:300]
+    assert torch.equal(custom_ops.topk_nms(low_boxes, low_scores, 3000, 0.7, 300), want)
+
+
+@built
 def test_nms_registrations():
     boxes, scores = _nms_cases()[3][1:]
     torch.library.opcheck(torch.ops.custom_ops.nms.default, (boxes, scores, 0.5, 10))

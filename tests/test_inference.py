@@ -8,9 +8,9 @@ among the near-tied scores of an untrained model.
 
 import pytest
 import torch
-from torchvision.ops import boxes as box_ops
 
 from seqnet_train.errors import SeqNetError
+from seqnet_train.modeling import roi_heads
 from seqnet_train.modeling.inference import Autocast, optimize_for_inference
 from tests.tiny import tiny_batch, tiny_model
 
@@ -73,7 +73,8 @@ def _hand_proposals():
 
 def _on_hand_proposals(net, images, monkeypatch):
     """predict() on the hand-made proposals, every NMS keeping all boxes in order."""
-    monkeypatch.setattr(box_ops, "batched_nms", lambda boxes, *_: torch.arange(len(boxes)))
+    # the name the heads call (custom_ops' NMS, or torchvision's where it is not built)
+    monkeypatch.setattr(roi_heads, "batched_nms", lambda boxes, *_: torch.arange(len(boxes)))
     net.rpn.forward = lambda image_list, features: (
         [_hand_proposals()] * len(image_list.image_sizes),
         {},

@@ -1,6 +1,7 @@
 """``seqnet synth --format video`` (seqnet_train.data.synth_video) and its scorer
 (benchmarks/video_search.py): the video, its truth and queries, and the scores of made-up runs."""
 
+import hashlib
 import importlib.util
 import io
 import json
@@ -45,19 +46,23 @@ def decoded(video):
         return stream.frames, stream.codec_context.name, frames
 
 
+def _digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def test_deterministic(video, tmp_path):
     again = write_video(tmp_path / "again", **VIDEO)
     files = sorted(p.relative_to(video) for p in video.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())
     assert len(files) == 4  # video, truth, two queries
-    for f in files:
-        assert (video / f).read_bytes() == (again / f).read_bytes(), f
+    for f in files:  # digests: pytest's diff of two differing videos takes minutes
+        assert _digest(video / f) == _digest(again / f), f
 
 
 def test_video_decodes_to_declared_frames(truth, decoded):
     declared, codec, frames = decoded
     assert truth["frames"] == len(frames) == declared == 60
-    assert codec in ("h264", "mpeg4")
+    assert codec == "mpeg4"
     assert truth["size"] == [120, 160] and truth["fps"] == 10 and truth["video"] == "video.mp4"
     assert all(f.shape == (120, 160, 3) for f in frames)
 
@@ -339,6 +344,6 @@ def test_cli(video, tmp_path):
     main(argv + ["--out", str(tmp_path / "cli")])
     expected = write_video(tmp_path / "api", **(VIDEO | {"frames": 150, "queries": 3}))
     for name in ("truth.json", "video.mp4"):
-        assert (tmp_path / "cli" / name).read_bytes() == (expected / name).read_bytes()
+        assert _digest(tmp_path / "cli" / name) == _digest(expected / name), name
     with pytest.raises(SystemExit, match="error: .*even"):
         main(argv[:-2] + ["121", "160", "--out", str(tmp_path / "odd")])

@@ -317,32 +317,26 @@ def _query_crop(rng, cam, look, size):
 
 
 def _encode(path, frames, fps):
-    """Write H x W x 3 uint8 ``frames`` as H.264 (libx264) or, without it, MPEG-4 Part 2;
-    yuv420p. Returns the codec used."""
+    """Write H x W x 3 uint8 ``frames`` as MPEG-4 Part 2 (FFmpeg's own encoder, in every PyAV
+    build), yuv420p, at a bit rate that keeps the synthetic scenes' detail. Not H.264: libx264
+    gave different bytes from one call to the next for the same frames, even on one thread,
+    and this video is part of a deterministic data set (same seed: same bytes)."""
     try:
         import av
     except ImportError:
         raise SeqNetError("writing a video needs PyAV: pip install av") from None
 
-    codec = "libx264"
-    try:
-        av.codec.Codec(codec, "w")
-    except Exception:
-        codec = "mpeg4"
     height, width = frames[0].shape[:2]
     with av.open(str(path), "w", format="mp4") as container:
-        stream = container.add_stream(codec, rate=fps)
+        stream = container.add_stream("mpeg4", rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        if codec == "libx264":
-            stream.options = {"crf": "18", "preset": "fast"}
-        else:
-            stream.bit_rate = 4_000_000
+        stream.bit_rate = 4_000_000
+        stream.codec_context.thread_count = 1
         for i, arr in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(arr, format="rgb24")
             frame.pts = i
             container.mux(stream.encode(frame))
         container.mux(stream.encode())
-    return codec
 
 
 def write_video(
@@ -416,14 +410,14 @@ def write_video(
         "frames_truth": truth,
     }
     with staged_dir(out) as tmp:
-        codec = _encode(tmp / "video.mp4", pictures, fps)
+        _encode(tmp / "video.mp4", pictures, fps)
         (tmp / "queries").mkdir()
         for name, crop in crops.items():
             crop.save(tmp / "queries" / f"{name}.jpg", quality=95)
         (tmp / "truth.json").write_text(json.dumps(doc, separators=(",", ":")) + "\n")
     log.info(
-        "wrote a synthetic video (%d frames, %dx%d, %s, %d queries, seed %d) to %s",
-        frames, width, height, codec, len(crops), seed, out,
+        "wrote a synthetic video (%d frames, %dx%d, MPEG-4, %d queries, seed %d) to %s",
+        frames, width, height, len(crops), seed, out,
     )  # fmt: skip
     return out
 
