@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: venv test test-slow lint format demo bench clean
+.PHONY: venv test test-slow lint format demo bench gpu-check clean
 
 # What seqnet needs to run (the demo, benchmarks). --no-compile: Python compiles only the
 # modules it imports, when it first imports them, instead of all of torch up front (~30 s).
@@ -48,5 +48,10 @@ bench: $(STAMP)
 	mkdir -p bench_output
 	$(BIN)/python benchmarks/fps.py --json bench_output/fps.json --chart bench_output/fps.png
 
+# What only a GPU proves (custom_ops' CUDA kernels against torchvision's, the GPU rows of the
+# benchmark), on the Python at hand: GPU machines here are offline, so nothing is installed.
+gpu-check:
+	$(PYTHON) benchmarks/gpu_check.py --out gpu_check_output
+
 clean:
-	rm -rf $(VENV) output demo_output bench_output run_output .pytest_cache
+	rm -rf $(VENV) output demo_output bench_output run_output gpu_check_output .pytest_cache

@@ -149,8 +149,9 @@ def gflop_per_frame(model, frame):
     return counter.get_total_flops() / 1e9
 
 
-def rows(model, cfg, args, device):
-    """(name, what it ran on, session factory) for every row this machine can run."""
+def rows(model, cfg, args, device, skipped):
+    """(name, what it ran on, session factory) for every row this machine can run; the rows
+    it cannot run go to ``skipped`` ({row: why})."""
     cpu = platform.processor() or platform.machine()
     on = f"cuda ({torch.cuda.get_device_name()})" if device.type == "cuda" else f"cpu ({cpu})"
     threads = f"{torch.get_num_threads()} threads"
@@ -164,13 +165,21 @@ def rows(model, cfg, args, device):
     if device.type == "cpu" and (caps.get("amx_bf16") or caps.get("avx512_bf16")):
         bf16 = lambda: ModelSession(optimize_for_inference(model, "bf16"), device)  # noqa: E731
         out.append(("torch fast bf16", f"{on}, {threads}, autocast bf16 (native)", bf16))
+    elif device.type == "cpu":
+        skipped["torch fast bf16"] = "not run: this CPU has no native bf16 (AMX, AVX-512 BF16)"
     if device.type == "cuda":
         fp16 = lambda: ModelSession(optimize_for_inference(model, "fp16"), device)  # noqa: E731
         out.append(("torch fast fp16", f"{on}, autocast fp16", fp16))
-    package = args.model or export_package(model, cfg, args)
-    if package is not None:
+    else:
+        skipped["torch fast fp16"] = "not run: fp16 autocast is for CUDA"
+    try:
         import onnxruntime as ort
 
+        package = args.model or export_package(model, cfg, args)
+    except ModuleNotFoundError as e:  # a GPU box without the ONNX stack still gets its rows
+        skipped["onnxruntime"] = f"not run: {e.name} is not installed"
+        package = None
+    if package is not None:
         ort_device = "cuda" if device.type == "cuda" else "cpu"
         graphs = json.loads((Path(package) / "manifest.json").read_text())["graphs"]
         for precision in ("fp32", "fp16"):
@@ -182,9 +191,13 @@ def rows(model, cfg, args, device):
                     lambda p=precision: load(package, "onnxruntime", device=ort_device,
                                              precision=p, threads=torch.get_num_threads()),
                 ))  # fmt: skip
-        if "tensorrt" in BACKENDS and device.type == "cuda":
-            trt = lambda: load(package, "tensorrt", device="cuda", precision="fp16")  # noqa: E731
-            out.append(("tensorrt fp16", f"{on}, TensorRT", trt))
+    if device.type != "cuda":
+        skipped["tensorrt fp16"] = "not run: needs a GPU"
+    elif "tensorrt" not in BACKENDS:
+        skipped["tensorrt fp16"] = "not run: the runtime has no TensorRT backend yet"
+    elif package is not None:
+        trt = lambda: load(package, "tensorrt", device="cuda", precision="fp16")  # noqa: E731
+        out.append(("tensorrt fp16", f"{on}, TensorRT", trt))
     return out
 
 
@@ -229,8 +242,8 @@ def chart(results, path):
     plt.close(fig)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv=None, prog=None):
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     parser.add_argument("--ckpt", help="checkpoint (default: the golden weights)")
     parser.add_argument("--cfg", help="its config, for a released checkpoint")
     parser.add_argument("--model", help="model package (default: export one to a temp folder)")
@@ -244,7 +257,7 @@ def main():
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--chart", help="PNG chart of the frames per second")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     model, cfg = trained_model(args.ckpt, args.cfg) if args.ckpt else golden_model()
@@ -271,9 +284,10 @@ def main():
         "to_input_s_per_frame": convert,
         "gflop_per_frame": {s: round(gflop_per_frame(model, f[0]), 1) for s, f in sets.items()},
         "rows": {},
+        "skipped": {},
     }
     reference = {}
-    for name, ran_on, make in rows(model, cfg, args, device):
+    for name, ran_on, make in rows(model, cfg, args, device, results["skipped"]):
         session = make()
         entry = {"ran_on": ran_on, "sizes": {}}
         for size, frames in sets.items():

@@ -6,6 +6,9 @@ handler receives the parsed options as an argparse-like namespace (``args.cfg``,
 """
 
 import re
+import runpy
+import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import click
@@ -204,6 +207,20 @@ def synth(**params):
 @click.option("--out", required=True, help="JSON file to write")
 def convert(**params):
     _run(**params)
+
+
+@seqnet.command(
+    "bench",
+    help="FPS of every backend against the PyTorch baseline: benchmarks/fps.py, whose options"
+    " (-h) it takes",
+    context_settings={"ignore_unknown_options": True, "help_option_names": []},
+)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def bench(args):
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "fps.py"
+    if not script.is_file():
+        sys.exit("seqnet bench: error: needs the repository's benchmarks/ (a source checkout)")
+    runpy.run_path(str(script))["main"](list(args), prog="seqnet bench")
 
 
 def main(argv=None):
