@@ -6,6 +6,7 @@ The tiny model is the demo's shape (ResNet-10) with non-square RoIs (POOL_SIZE [
 input sizes; the command runs once for the module (--fp16, verification included).
 """
 
+import importlib.util
 import json
 import os
 import shutil
@@ -392,3 +393,35 @@ def test_an_earlier_package_is_replaced_whole(tmp_path):
         (tmp / "manifest.json").write_text("{}")
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json"]
     assert [p.name for p in tmp_path.iterdir()] == ["pkg"]  # no temporary folder left
+
+
+def _eval_parity():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "eval_parity.py"
+    spec = importlib.util.spec_from_file_location("eval_parity", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("fmt, dataset", [("cuhk-sysu", "CUHK-SYSU"), ("prw", "PRW")])
+def test_eval_parity_through_the_package(fmt, dataset, ckpt, package, tmp_path):
+    """benchmarks/eval_parity.py: ``seqnet eval``'s protocols (CBGM on: the context mode) on a
+    small synthetic benchmark, through PyTorch and through the package, every metric within
+    the fp32 contract and every detection matched within the export's tolerances."""
+    from seqnet_train.data.synth import generate
+
+    root = generate(fmt, tmp_path / "data", train_images=2, test_images=8, train_ids=2,
+                    test_ids=3, size=(120, 160))  # fmt: skip
+    cfg = load_cfg(None, [*OPTS, "INPUT.DATASET", dataset, "INPUT.DATA_ROOT", str(root),
+                          "OUTPUT_DIR", str(tmp_path / "out"), "INPUT.NUM_WORKERS_TEST", "0",
+                          "EVAL_USE_CBGM", "True", "EVAL_GALLERY_SIZES", "[-1]"])  # fmt: skip
+    parity = _eval_parity()
+    result = parity.compare(cfg, ckpt, package, out=tmp_path / "parity")
+    assert result["within_contract"] and result["contract_points"] == 0.1
+    keys = set(result["metrics"])
+    assert {"det/ap", "det/recall"} <= keys and any(k.endswith("/mAP") for k in keys), keys
+    assert all(abs(row["delta_points"]) <= 0.1 for row in result["metrics"].values())
+    for split, d in result["detections"].items():
+        assert d["matched"] > 0 and d["unmatched"] == 0, (split, d)
+        assert d["max_box_diff_px"] <= 1e-3 and d["max_embedding_diff"] <= 1e-4, (split, d)
+    assert "largest metric delta" in parity.table(result)
