@@ -149,7 +149,7 @@ def gflop_per_frame(model, frame):
     return counter.get_total_flops() / 1e9
 
 
-def rows(model, cfg, args, device, skipped):
+def rows(model, cfg, args, device, skipped, scratch):
     """(name, what it ran on, session factory) for every row this machine can run; the rows
     it cannot run go to ``skipped`` ({row: why})."""
     cpu = platform.processor() or platform.machine()
@@ -175,7 +175,7 @@ def rows(model, cfg, args, device, skipped):
     try:
         import onnxruntime as ort
 
-        package = args.model or export_package(model, cfg, args)
+        package = args.model or export_package(model, cfg, args, scratch)
     except ModuleNotFoundError as e:  # a GPU box without the ONNX stack still gets its rows
         skipped["onnxruntime"] = f"not run: {e.name} is not installed"
         package = None
@@ -201,12 +201,11 @@ def rows(model, cfg, args, device, skipped):
     return out
 
 
-def export_package(model, cfg, args):
+def export_package(model, cfg, args, folder):
     """A temporary fp32 + fp16 package of ``model``, made as ``seqnet-export`` makes one (from
-    a checkpoint carrying its config), verified on the way."""
+    a checkpoint carrying its config) in ``folder``, verified on the way."""
     from seqnet_export.run import export_package as export
 
-    folder = Path(tempfile.mkdtemp(prefix="seqnet-fps-"))
     ckpt = folder / "model.pth"
     torch.save({"model": model.state_dict(), "config": cfg.dump()}, ckpt)
     # force: an fp16 check on untrained weights may miss its 99% on near-tied NMS picks; the
@@ -287,7 +286,10 @@ def main(argv=None, prog=None):
         "skipped": {},
     }
     reference = {}
-    for name, ran_on, make in rows(model, cfg, args, device, results["skipped"]):
+    scratch = tempfile.TemporaryDirectory(prefix="seqnet-fps-")  # the exported package
+    for name, ran_on, make in rows(
+        model, cfg, args, device, results["skipped"], Path(scratch.name)
+    ):
         session = make()
         entry = {"ran_on": ran_on, "sizes": {}}
         for size, frames in sets.items():

@@ -1,0 +1,84 @@
+"""End-to-end ``seqnet-run`` throughput against its backend's own, on the same video in one run
+(issue 22's target: at least 85%), printed as JSON.
+
+The backend's own: the video's frames decoded up front, then ``session.detect`` on batches of
+``--batch`` frames (after a warm-up batch). End to end: ``seqnet-run`` on the video, as a user
+runs it (decoding in its thread, drawing, ``annotated.mp4``, matching), timed over its search
+pass, which is what its progress bar and ``matches.json`` report; loading the model and writing
+the HTML page are timed apart.
+
+    python benchmarks/run_throughput.py --model PACKAGE --video V.mp4 --query Q.jpg [...]
+        [--backend onnxruntime] [--batch 4] [--json OUT]
+"""
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from seqnet_runtime import load
+from seqnet_runtime.run import run
+
+
+def decode(path):
+    import av
+
+    with av.open(str(path)) as container:
+        return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+
+
+def backend_fps(session, frames, batch):
+    session.detect(frames[:batch])  # warm-up
+    start = time.perf_counter()
+    for i in range(0, len(frames), batch):
+        session.detect(frames[i : i + batch])
+    return len(frames) / (time.perf_counter() - start)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="model package")
+    parser.add_argument("--video", required=True)
+    parser.add_argument("--query", action="append", required=True, help="query crop(s)")
+    parser.add_argument("--backend", default="onnxruntime")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args(argv)
+
+    t = time.perf_counter()
+    frames = decode(args.video)
+    decode_s = time.perf_counter() - t
+    session = load(Path(args.model), args.backend)
+    own = backend_fps(session, frames, args.batch)
+    del session
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        result = run(args.video, args.query, model=Path(args.model), backend=args.backend,
+                     batch=args.batch, out=Path(tmp) / "run")  # fmt: skip
+        wall = time.perf_counter() - t
+    end_to_end = result.frames / result.seconds
+    report = {
+        "machine": {"cpu": platform.processor() or platform.machine(), "python": sys.version[:6]},
+        "backend": args.backend,
+        "batch": args.batch,
+        "frames": len(frames),
+        "frame_size": list(frames[0].shape[:2]),
+        "decode_fps": round(len(frames) / decode_s, 1),
+        "backend_fps": round(own, 2),
+        "end_to_end_fps": round(end_to_end, 2),
+        "end_to_end_vs_backend": round(end_to_end / own, 3),
+        "target": 0.85,
+        "seqnet_run_wall_s": round(wall, 2),
+        "seqnet_run_outside_search_pass_s": round(wall - result.seconds, 2),
+    }
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
