@@ -22,12 +22,12 @@ import argparse
 import json
 import math
 import os
-import platform
 import statistics
 import time
 
 import torch
 import torchvision
+from machine import cpu_name
 from torch.profiler import ProfilerActivity, profile
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import boxes as box_ops
@@ -248,7 +248,7 @@ def main():
     cfg = load_cfg(None, [])
     results = {
         "machine": {
-            "cpu": platform.processor() or platform.machine(),
+            "cpu": cpu_name(),
             "threads": args.threads,
             "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "torch": torch.__version__,

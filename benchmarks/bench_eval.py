@@ -10,11 +10,11 @@ Targets (issue 4): CUHK-SYSU G100 <= 0.35 s, PRW <= 8 s, each with CBGM <= 2x th
 
 import argparse
 import json
-import platform
 import time
 
 import numpy as np
 import torch
+from machine import cpu_name
 
 from seqnet_train.evaluation.search import Cbgm, Protocol, keep_detections, search, summarize
 
@@ -140,7 +140,7 @@ def main():
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     result = {
-        "machine": {"cpu": platform.processor() or platform.machine(),
+        "machine": {"cpu": cpu_name(),
                     "torch_threads": torch.get_num_threads()},
         "quick": args.quick,
         "cuhk_sysu": cuhk(rng, args.quick),

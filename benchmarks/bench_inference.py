@@ -10,7 +10,6 @@ to this machine's fp32 matrix-multiply peak measured in the same run.
 
 import argparse
 import json
-import platform
 import resource
 import statistics
 import sys
@@ -20,6 +19,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from machine import cpu_name
 from torch.utils.flop_counter import FlopCounterMode
 
 from seqnet_train.config import load_cfg
@@ -175,7 +175,7 @@ def main():
     peak = max(peaks.values())
     results = {
         "machine": {
-            "cpu": platform.processor() or platform.machine(),
+            "cpu": cpu_name(),
             "threads": args.threads,
             "torch": torch.__version__,
             "matmul_peak_gflops": peaks,

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from seqnet_runtime import load
+from seqnet_runtime.errors import SeqNetError
 from seqnet_train.backend import TorchSession
 from seqnet_train.config import load_cfg
 from seqnet_train.evaluation import evaluate
@@ -133,8 +134,11 @@ def main(argv=None):
     parser.add_argument("--json", help="also write the comparison here")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = parser.parse_args(argv)
-    cfg = load_cfg(args.cfg, args.opts)
-    result = compare(cfg, args.ckpt, args.model, args.backend, args.precision, args.out)
+    try:
+        cfg = load_cfg(args.cfg, args.opts)
+        result = compare(cfg, args.ckpt, args.model, args.backend, args.precision, args.out)
+    except SeqNetError as e:  # a user's problem (a package without fp16 graphs...): one line
+        sys.exit(f"eval_parity: error: {e}")
     print(table(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

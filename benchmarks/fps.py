@@ -18,7 +18,6 @@ networks' input are timed apart; resizing and normalising are part of every netw
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import tempfile
@@ -38,6 +37,7 @@ from seqnet_train.modeling.inference import optimize_for_inference
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_inference import matmul_peak, smooth_image  # noqa: E402
+from machine import cpu_name  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 MATCH_PX = 1.0  # a detection is "the same" when a box of the other side lies within 1 px
@@ -152,7 +152,7 @@ def gflop_per_frame(model, frame):
 def rows(model, cfg, args, device, skipped, scratch):
     """(name, what it ran on, session factory) for every row this machine can run; the rows
     it cannot run go to ``skipped`` ({row: why})."""
-    cpu = platform.processor() or platform.machine()
+    cpu = cpu_name()
     on = f"cuda ({torch.cuda.get_device_name()})" if device.type == "cuda" else f"cpu ({cpu})"
     threads = f"{torch.get_num_threads()} threads"
     out = [
@@ -271,7 +271,7 @@ def main(argv=None, prog=None):
         convert[size] = round((time.perf_counter() - t) / len(frames), 5)
     results = {
         "machine": {
-            "cpu": platform.processor() or platform.machine(),
+            "cpu": cpu_name(),
             "threads": args.threads,
             "device": str(device),
             "torch": torch.__version__,

@@ -13,11 +13,12 @@ the HTML page are timed apart.
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from machine import cpu_name
 
 from seqnet_runtime import load
 from seqnet_runtime.run import run
@@ -61,7 +62,7 @@ def main(argv=None):
         wall = time.perf_counter() - t
     end_to_end = result.frames / result.seconds
     report = {
-        "machine": {"cpu": platform.processor() or platform.machine(), "python": sys.version[:6]},
+        "machine": {"cpu": cpu_name(), "python": sys.version[:6]},
         "backend": args.backend,
         "batch": args.batch,
         "frames": len(frames),
