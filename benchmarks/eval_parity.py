@@ -128,7 +128,7 @@ def main(argv=None):
     parser.add_argument("--cfg", required=True, help="the evaluation config (dataset, sizes)")
     parser.add_argument("--ckpt", required=True, help="the checkpoint the package came from")
     parser.add_argument("--model", required=True, help="the model package")
-    parser.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "tensorrt"])
+    parser.add_argument("--backend", default="onnxruntime", choices=["onnxruntime"])
     parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16"])
     parser.add_argument("--out", help="folder for both evaluations (default: a temporary one)")
     parser.add_argument("--json", help="also write the comparison here")

@@ -39,7 +39,7 @@ from seqnet_runtime.errors import SeqNetError
     "--backend",
     default="auto",
     show_default=True,
-    type=click.Choice(["auto", "onnxruntime", "tensorrt", "torch"]),
+    type=click.Choice(["auto", "onnxruntime", "torch"]),
 )
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
 @click.option(

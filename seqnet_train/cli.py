@@ -100,7 +100,7 @@ def train(**params):
 @_cfg()
 @click.option("--ckpt", help="checkpoint (epoch_N.pth or a bare state dict), for --backend torch")
 @click.option(
-    "--backend", default="torch", type=click.Choice(["torch", "onnxruntime", "tensorrt"]),
+    "--backend", default="torch", type=click.Choice(["torch", "onnxruntime"]),
     help="run the checkpoint on PyTorch, or a model package (--model) on a runtime backend",
 )  # fmt: skip
 @click.option("--model", help="model package (seqnet-export), for the runtime backends")

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from seqnet_runtime import run as run_module
+from seqnet_runtime.backend import BACKENDS
 from seqnet_runtime.cli import main
 from seqnet_train.config import load_cfg
 from seqnet_train.modeling.seqnet import SeqNet
@@ -191,17 +192,22 @@ BAD = {
         "--box marks a person in one query image",
     ),
     "missing model": ({"model": "@none"}, "model package not found"),
-    "unknown backend module": ({"backend": "tensorrt"}, "tensorrt"),
+    "backend not installed": (
+        {"backend": "onnxruntime", "registry": "no_such_module:Session"},
+        "onnxruntime (no_such_module is not installed)",
+    ),
     "cuda without a GPU": ({"extra": ["--device", "cuda"]}, "no CUDA GPU"),
     "bad topk": ({"extra": ["--topk", "0"]}, "--topk must be 1 or more"),
 }
 
 
 @pytest.mark.parametrize("case", list(BAD))
-def test_bad_input_is_one_line_and_keeps_the_earlier_output(ws, tmp_path, case):
+def test_bad_input_is_one_line_and_keeps_the_earlier_output(ws, tmp_path, monkeypatch, case):
     if case == "cuda without a GPU" and torch.cuda.is_available():
         pytest.skip("a GPU is here")
     change, message = BAD[case]
+    if "registry" in change:  # the backend's module as if it were not installed
+        monkeypatch.setitem(BACKENDS, change["backend"], change["registry"])
     files = tmp_path / "files"
     files.mkdir()
     (files / "bad.mp4").write_bytes(b"\x00" * 64)
