@@ -2,15 +2,16 @@
 run (../shared/DEPLOY.md, Benchmarks), printed as JSON.
 
 Rows: PyTorch eager (the released function), the PyTorch fast path (fp32; bf16 where the CPU
-computes it natively; fp16 on CUDA), ONNX Runtime fp32 / fp16 (a model package), TensorRT fp16
-where it exists. Every row runs through the runtime's Session interface on the same uint8
-frames: synthetic 1080x1920 and 540x960 by default, or ``--video``'s first frames. Per row and
-size: median and p90 latency per frame and frames per second at batch 1 and 4 (after a
-warm-up), achieved GFLOP/s next to this machine's matrix-multiply peak measured in the same
-run, ratios against the eager baseline and the fast path of the same run, and the accuracy
-against the eager fp32 baseline on those frames (largest box and embedding differences of the
-matched detections, detections gained or lost). Decoding a video and converting frames to the
-networks' input are timed apart; resizing and normalising are part of every network.
+computes it natively; fp16 on CUDA), ONNX Runtime fp32 / fp16 (a model package); the rows this
+machine cannot run are listed with why (TensorRT: no backend yet). Every row runs through the
+runtime's Session interface on the same uint8 frames: synthetic 1080x1920 and 540x960 by
+default, or ``--video``'s first frames. Per row and size: median and p90 latency per frame and
+frames per second at batch 1 and 4 (after a warm-up), achieved GFLOP/s next to this machine's
+matrix-multiply peak measured in the same run, ratios against the eager baseline and the fast
+path of the same run, and the accuracy against the eager fp32 baseline on those frames (largest
+box and embedding differences of the matched detections, detections gained or lost). Decoding a
+video and converting frames to the networks' input are timed apart; resizing and normalising are
+part of every network.
 
     python benchmarks/fps.py [--ckpt CKPT [--cfg CFG] | golden weights] [--model PACKAGE]
         [--video FILE] [--sizes 1080x1920 540x960] [--frames 4] [--json OUT] [--chart PNG]
@@ -29,7 +30,6 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from seqnet_runtime import load
-from seqnet_runtime.backend import BACKENDS
 from seqnet_train.backend import ModelSession, checkpoint_cfg, to_tensor
 from seqnet_train.config import load_cfg
 from seqnet_train.modeling import build_model, load_checkpoint
@@ -191,13 +191,7 @@ def rows(model, cfg, args, device, skipped, scratch):
                     lambda p=precision: load(package, "onnxruntime", device=ort_device,
                                              precision=p, threads=torch.get_num_threads()),
                 ))  # fmt: skip
-    if device.type != "cuda":
-        skipped["tensorrt fp16"] = "not run: needs a GPU"
-    elif "tensorrt" not in BACKENDS:
-        skipped["tensorrt fp16"] = "not run: the runtime has no TensorRT backend yet"
-    elif package is not None:
-        trt = lambda: load(package, "tensorrt", device="cuda", precision="fp16")  # noqa: E731
-        out.append(("tensorrt fp16", f"{on}, TensorRT", trt))
+    skipped["tensorrt fp16"] = "not run: the runtime has no TensorRT backend yet"
     return out
 
 
