@@ -303,6 +303,7 @@ def main(argv=None, prog=None):
                 f"{name:22s} {size:>10s} {per['batch1']['median_s']:.3f} s/frame", file=sys.stderr
             )
         results["rows"][name] = entry
+    scratch.cleanup()
     for entry in results["rows"].values():
         for size, per in entry["sizes"].items():
             for base in ("torch eager fp32", "torch fast fp32"):

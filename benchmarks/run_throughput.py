@@ -18,17 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 from machine import cpu_name
 
-from seqnet_runtime import load
+from seqnet_runtime import load, video
 from seqnet_runtime.run import run
-
-
-def decode(path):
-    import av
-
-    with av.open(str(path)) as container:
-        return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
 
 
 def backend_fps(session, frames, batch):
@@ -50,7 +44,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     t = time.perf_counter()
-    frames = decode(args.video)
+    frames = [np.asarray(image) for _, _, image in video.frames(args.video)]  # as seqnet-run
     decode_s = time.perf_counter() - t
     session = load(Path(args.model), args.backend)
     own = backend_fps(session, frames, args.batch)
