@@ -2,16 +2,18 @@
 run (../shared/DEPLOY.md, Benchmarks), printed as JSON.
 
 Rows: PyTorch eager (the released function), the PyTorch fast path (fp32; bf16 where the CPU
-computes it natively; fp16 on CUDA), ONNX Runtime fp32 / fp16 (a model package); the rows this
-machine cannot run are listed with why (TensorRT: no backend yet). Every row runs through the
-runtime's Session interface on the same uint8 frames: synthetic 1080x1920 and 540x960 by
-default, or ``--video``'s first frames. Per row and size: median and p90 latency per frame and
-frames per second at batch 1 and 4 (after a warm-up), achieved GFLOP/s next to this machine's
-matrix-multiply peak measured in the same run, ratios against the eager baseline and the fast
-path of the same run, and the accuracy against the eager fp32 baseline on those frames (largest
-box and embedding differences of the matched detections, detections gained or lost). Decoding a
-video and converting frames to the networks' input are timed apart; resizing and normalising are
-part of every network.
+computes it natively; on CUDA fp16, and fp16 with the backbone replayed as CUDA graphs; fp32
+rows with TF32 off), ONNX Runtime fp32 / fp16 (a model package); the rows this machine cannot
+run are listed with why (TensorRT: no backend yet), a row that breaks under "failed" (exit
+status 1). Every row runs through the runtime's Session interface on the same uint8 frames:
+synthetic 1080x1920 and 540x960 by default, or ``--video``'s first frames. Per row and size:
+median and p90 latency per frame and frames per second at batch 1 and 4 (after a warm-up; rows
+take turns, one pass each per round), achieved GFLOP/s next to this machine's matrix-multiply
+peak measured in the same run, ratios against the eager baseline and the fast path of the same
+run, and the accuracy against the eager fp32 baseline on those frames (largest box and embedding
+differences of the matched detections, detections gained or lost). Decoding a video and
+converting frames to the networks' input are timed apart; resizing and normalising are part of
+every network.
 
     python benchmarks/fps.py [--ckpt CKPT [--cfg CFG] | golden weights] [--model PACKAGE]
         [--video FILE] [--sizes 1080x1920 540x960] [--frames 4] [--json OUT] [--chart PNG]
@@ -19,6 +21,7 @@ part of every network.
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -39,9 +42,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_inference import matmul_peak, smooth_image  # noqa: E402
 from machine import cpu_name  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+SHARED = Path(os.environ.get("SEQNET_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 MATCH_PX = 1.0  # a detection is "the same" when a box of the other side lies within 1 px
 SCORE_FLOOR = 0.5  # compare the detections that a search would show
+BASELINE = "torch eager fp32"  # the released function: the first row, the accuracy reference
 
 
 def golden_model():
@@ -70,6 +74,29 @@ def trained_model(ckpt, cfg_path):
     return model.eval(), cfg
 
 
+def cuda_matmul_peak(n=8192, repeats=10):
+    """Best CUDA matrix-product throughput in GFLOP/s: fp32 (TF32 off, what the fp32 rows
+    run), TF32 and fp16 (what autocast fp16 runs), timed with CUDA events."""
+    peaks = {}
+    allowed = torch.backends.cuda.matmul.allow_tf32
+    for name, dtype, tf32 in (("fp32", torch.float32, False), ("tf32", torch.float32, True),
+                              ("fp16", torch.float16, False)):  # fmt: skip
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        a, b = (torch.randn(n, n, device="cuda", dtype=dtype) for _ in range(2))
+        a @ b
+        best = float("inf")
+        for _ in range(repeats):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            a @ b
+            end.record()
+            end.synchronize()
+            best = min(best, start.elapsed_time(end) / 1e3)
+        peaks[name] = round(2 * n**3 / best / 1e9, 1)
+    torch.backends.cuda.matmul.allow_tf32 = allowed
+    return peaks
+
+
 def frames_for(args):
     """{size name: list of H x W x 3 uint8 frames}, and the decode seconds per frame."""
     if args.video:
@@ -95,16 +122,29 @@ def frames_for(args):
     return sets, None
 
 
-def time_session(session, frames, batch, repeats):
-    """Per-frame latencies (seconds) of ``repeats`` passes over ``frames`` in batches."""
-    session.detect(frames[:batch])  # warm-up: primitive caches, allocations
+def device_warmup(model, sets, seconds):
+    """Run the model on the first frame for ``seconds`` before anything is timed: an idle GPU
+    runs at a fraction of its clock (345 MHz against 1980 on an H200 here) until work ramps it
+    up. The first and last latencies show whether it settled."""
+    session = ModelSession(model)
+    frame = next(iter(sets.values()))[0]
+    latencies, start = [], time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        t = time.perf_counter()
+        session.detect([frame])
+        latencies.append(round(time.perf_counter() - t, 4))
+    return {"seconds": seconds, "calls": len(latencies), "first_s": latencies[:3],
+            "last_s": latencies[-3:]}  # fmt: skip
+
+
+def time_pass(session, frames, batch):
+    """Per-frame latencies (seconds) of one pass over ``frames`` in batches."""
     latencies = []
-    for _ in range(repeats):
-        for i in range(0, len(frames), batch):
-            chunk = frames[i : i + batch]
-            t = time.perf_counter()
-            session.detect(chunk)
-            latencies += [(time.perf_counter() - t) / len(chunk)] * len(chunk)
+    for i in range(0, len(frames), batch):
+        chunk = frames[i : i + batch]
+        t = time.perf_counter()
+        session.detect(chunk)
+        latencies += [(time.perf_counter() - t) / len(chunk)] * len(chunk)
     return latencies
 
 
@@ -145,7 +185,7 @@ def accuracy(reference, outputs):
 
 def gflop_per_frame(model, frame):
     with FlopCounterMode(display=False) as counter:
-        model.predict([to_tensor(frame)])
+        model.predict([to_tensor(frame, next(model.parameters()).device)])
     return counter.get_total_flops() / 1e9
 
 
@@ -154,15 +194,15 @@ def rows(model, cfg, args, device, skipped, scratch):
     it cannot run go to ``skipped`` ({row: why})."""
     cpu = cpu_name()
     on = f"cuda ({torch.cuda.get_device_name()})" if device.type == "cuda" else f"cpu ({cpu})"
-    threads = f"{torch.get_num_threads()} threads"
+    threads = f"{torch.get_num_threads()} threads" if device.type == "cpu" else "TF32 off"
     out = [
-        ("torch eager fp32", f"{on}, {threads}, torch {torch.__version__}",
+        (BASELINE, f"{on}, {threads}, torch {torch.__version__}",
          lambda: ModelSession(model, device)),
         ("torch fast fp32", f"{on}, {threads}, channels-last, BN folded",
          lambda: ModelSession(optimize_for_inference(model), device)),
     ]  # fmt: skip
-    caps = torch.cpu.get_capabilities()
-    if device.type == "cpu" and (caps.get("amx_bf16") or caps.get("avx512_bf16")):
+    caps = torch.cpu.get_capabilities() if device.type == "cpu" else {}
+    if caps.get("amx_bf16") or caps.get("avx512_bf16"):
         bf16 = lambda: ModelSession(optimize_for_inference(model, "bf16"), device)  # noqa: E731
         out.append(("torch fast bf16", f"{on}, {threads}, autocast bf16 (native)", bf16))
     elif device.type == "cpu":
@@ -170,15 +210,25 @@ def rows(model, cfg, args, device, skipped, scratch):
     if device.type == "cuda":
         fp16 = lambda: ModelSession(optimize_for_inference(model, "fp16"), device)  # noqa: E731
         out.append(("torch fast fp16", f"{on}, autocast fp16", fp16))
+        graphs = lambda: ModelSession(  # noqa: E731
+            optimize_for_inference(model, "fp16", cuda_graphs=True), device
+        )
+        out.append(("torch fast fp16 graphs", f"{on}, autocast fp16, backbone as CUDA graphs",
+                    graphs))  # fmt: skip
     else:
         skipped["torch fast fp16"] = "not run: fp16 autocast is for CUDA"
+        skipped["torch fast fp16 graphs"] = "not run: CUDA graphs are for CUDA"
+    package = None
     try:
         import onnxruntime as ort
 
-        package = args.model or export_package(model, cfg, args, scratch)
+        if device.type == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
+            skipped["onnxruntime"] = (f"not run: onnxruntime {ort.__version__} here has no CUDA "
+                                      "provider (onnxruntime-gpu is not installed)")  # fmt: skip
+        else:
+            package = args.model or export_package(model, cfg, args, scratch)
     except ModuleNotFoundError as e:  # a GPU box without the ONNX stack still gets its rows
         skipped["onnxruntime"] = f"not run: {e.name} is not installed"
-        package = None
     if package is not None:
         ort_device = "cuda" if device.type == "cuda" else "cpu"
         graphs = json.loads((Path(package) / "manifest.json").read_text())["graphs"]
@@ -193,6 +243,62 @@ def rows(model, cfg, args, device, skipped, scratch):
                 ))  # fmt: skip
     skipped["tensorrt fp16"] = "not run: the runtime has no TensorRT backend yet"
     return out
+
+
+def measure(row_makers, sets, args, results):
+    """Fill ``results["rows"]``: every row's session is built and its outputs on the frames
+    taken (the accuracy column) first; then ``args.repeats`` rounds each time one pass of every
+    row, size and batch in turn. A state of the machine that comes or goes during the run
+    (clocks, memory, other load) then falls on every row alike, not on whichever ran first. A
+    row that breaks goes to ``results["failed"]``; the others go on."""
+    sessions, reference, latencies = {}, {}, {}
+
+    def plan(name):
+        """(size, frames, batches) of a row: the slow eager baseline on fewer frames, batch 1."""
+        eager = name == BASELINE
+        return [(size, frames[: args.eager_frames] if eager else frames,
+                 [1] if eager else args.batches) for size, frames in sets.items()]  # fmt: skip
+
+    def fail(name, error):
+        results["failed"][name] = f"{type(error).__name__}: {error}"[:500]
+        results["rows"].pop(name, None)
+        sessions.pop(name, None)
+        print(f"{name:22s} failed: {results['failed'][name]}", file=sys.stderr)
+
+    for name, ran_on, make in row_makers:
+        try:
+            session = make()
+            entry = {"ran_on": ran_on, "sizes": {}}
+            for size, frames, _ in plan(name):
+                outputs = [session.detect([frame])[0] for frame in frames]
+                if name == BASELINE:  # the first row
+                    reference[size] = outputs
+                ref = reference.get(size)
+                entry["sizes"][size] = {} if ref is None else {
+                    "accuracy_vs_eager": accuracy(ref, outputs[: len(ref)])}  # fmt: skip
+            sessions[name], results["rows"][name] = session, entry
+        except Exception as e:  # noqa: BLE001 - reported, and the other rows still run
+            fail(name, e)
+    for round_ in range(args.repeats):
+        for name, session in list(sessions.items()):
+            try:
+                for size, frames, batches in plan(name):
+                    for batch in batches:
+                        if round_ == 0 and batch > 1:
+                            session.detect(frames[:batch])  # warm-up (batch 1: the outputs)
+                        times = latencies.setdefault((name, size, batch), [])
+                        times += time_pass(session, frames, batch)
+            except Exception as e:  # noqa: BLE001
+                fail(name, e)
+    for name, entry in results["rows"].items():
+        for size, _, batches in plan(name):
+            per = entry["sizes"][size]
+            for batch in batches:
+                per[f"batch{batch}"] = summary(latencies[name, size, batch])
+                gflops = results["gflop_per_frame"][size] * per[f"batch{batch}"]["fps"]
+                per[f"batch{batch}"]["gflops"] = round(gflops, 1)
+            print(f"{name:22s} {size:>10s} {per['batch1']['median_s']:.3f} s/frame",
+                  file=sys.stderr)  # fmt: skip
 
 
 def export_package(model, cfg, args, folder):
@@ -226,8 +332,9 @@ def chart(results, path):
     ax.set_xticks(np.arange(len(groups)) + 0.4 - width / 2)
     ax.set_xticklabels([f"{s}\nbatch {b}" for s, b in groups])
     ax.set_ylabel("frames per second")
-    ax.set_title(f"SeqNet inference, {results['machine']['cpu']}, "
-                 f"{results['machine']['threads']} threads")  # fmt: skip
+    m = results["machine"]
+    ax.set_title(f"SeqNet inference, {m['gpu'] or m['cpu']}"
+                 + ("" if m["gpu"] else f", {m['threads']} threads"))  # fmt: skip
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
@@ -244,30 +351,44 @@ def main(argv=None, prog=None):
     parser.add_argument("--sizes", nargs="+", default=["1080x1920", "540x960"])
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 4])
     parser.add_argument("--frames", type=int, default=4, help="frames per size")
-    parser.add_argument("--repeats", type=int, default=1, help="passes over the frames")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=1,
+        help="rounds: each times one pass over the frames of every row in turn",
+    )
     parser.add_argument("--eager-frames", type=int, default=2, help="frames for the slow eager row")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--warmup-s", type=float, help="seconds of GPU warm-up before the rows "
+                        "(default 10 on CUDA, 0 on the CPU)")  # fmt: skip
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--chart", help="PNG chart of the frames per second")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if args.warmup_s is None:
+        args.warmup_s = 10.0 if device.type == "cuda" else 0.0
+    if device.type == "cuda":  # fp32 rows are fp32: no TF32 (PyTorch's default in convolutions)
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     model, cfg = trained_model(args.ckpt, args.cfg) if args.ckpt else golden_model()
     model.to(device)
     sets, decode = frames_for(args)
-    peaks = matmul_peak() if device.type == "cpu" else {}
+    peaks = matmul_peak() if device.type == "cpu" else cuda_matmul_peak()
     convert = {}
     for size, frames in sets.items():
         t = time.perf_counter()
         for frame in frames:
-            to_tensor(frame)
+            to_tensor(frame, device)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         convert[size] = round((time.perf_counter() - t) / len(frames), 5)
     results = {
         "machine": {
             "cpu": cpu_name(),
             "threads": args.threads,
             "device": str(device),
+            "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None,
             "torch": torch.__version__,
             "matmul_peak_gflops": peaks,
         },
@@ -278,45 +399,30 @@ def main(argv=None, prog=None):
         "gflop_per_frame": {s: round(gflop_per_frame(model, f[0]), 1) for s, f in sets.items()},
         "rows": {},
         "skipped": {},
+        "failed": {},
     }
-    reference = {}
+    if args.warmup_s:
+        results["device_warmup"] = device_warmup(model, sets, args.warmup_s)
     scratch = tempfile.TemporaryDirectory(prefix="seqnet-fps-")  # the exported package
-    for name, ran_on, make in rows(
-        model, cfg, args, device, results["skipped"], Path(scratch.name)
-    ):
-        session = make()
-        entry = {"ran_on": ran_on, "sizes": {}}
-        for size, frames in sets.items():
-            eager = name.startswith("torch eager")
-            use = frames[: args.eager_frames] if eager else frames
-            outputs = [session.detect([frame])[0] for frame in use]
-            if eager:
-                reference[size] = outputs
-            per = {}
-            for batch in [1] if eager else args.batches:
-                per[f"batch{batch}"] = summary(time_session(session, use, batch, args.repeats))
-                gflops = results["gflop_per_frame"][size] * per[f"batch{batch}"]["fps"]
-                per[f"batch{batch}"]["gflops"] = round(gflops, 1)
-            per["accuracy_vs_eager"] = accuracy(reference[size], outputs[: len(reference[size])])
-            entry["sizes"][size] = per
-            print(
-                f"{name:22s} {size:>10s} {per['batch1']['median_s']:.3f} s/frame", file=sys.stderr
-            )
-        results["rows"][name] = entry
+    measure(rows(model, cfg, args, device, results["skipped"], Path(scratch.name)), sets, args,
+            results)  # fmt: skip
     scratch.cleanup()
     for entry in results["rows"].values():
         for size, per in entry["sizes"].items():
-            for base in ("torch eager fp32", "torch fast fp32"):
-                ref = results["rows"][base]["sizes"][size]["batch1"]["median_s"]
-                per[f"speedup_vs_{base.replace(' ', '_')}"] = round(
-                    ref / per["batch1"]["median_s"], 3
-                )
+            for base in (BASELINE, "torch fast fp32"):
+                if base in results["rows"]:
+                    ref = results["rows"][base]["sizes"][size]["batch1"]["median_s"]
+                    per[f"speedup_vs_{base.replace(' ', '_')}"] = round(
+                        ref / per["batch1"]["median_s"], 3
+                    )
     text = json.dumps(results, indent=2)
     print(text)
     if args.json:
         Path(args.json).write_text(text + "\n")
     if args.chart:
         chart(results, args.chart)
+    if results["failed"]:
+        sys.exit(f"rows failed: {', '.join(results['failed'])}")
 
 
 if __name__ == "__main__":

@@ -5,10 +5,16 @@ internet. Nothing is installed: it uses the Python it runs on.
 Steps, each reported as ran / failed / could not run (with why):
 1. the machine: torch and its CUDA, the GPU, the CUDA toolkit custom_ops would build with;
 2. build: ``setup.py build_ext --inplace`` compiles custom_ops' CPU and CUDA kernels for this GPU;
-3. kernels: tests/test_custom_ops.py, whose CUDA cases compare the kernels with torchvision's
-   CUDA ones (forward, backward, NMS, TopK + NMS) and skip only where no GPU is;
-4. fps: the GPU rows of benchmarks/fps.py (PyTorch eager and fast path fp32 / fp16, and the
-   ONNX Runtime / TensorRT rows where those are installed), same frames, same run.
+3. tests: the tests marked ``cuda``, which prove the GPU path: tests/test_custom_ops.py, whose
+   CUDA cases compare the kernels with torchvision's CUDA ones (forward, backward, NMS), the
+   golden parity cases on CUDA (tests/test_parity.py; the largest differences go to
+   OUT/parity_cuda.json) and the CUDA-graph replay of the backbone (tests/test_inference.py);
+4. fps: the GPU rows of benchmarks/fps.py (PyTorch eager and fast path fp32 with TF32 off,
+   fp16, fp16 with the backbone as CUDA graphs; ONNX Runtime where its CUDA provider is
+   installed), same frames, same run.
+
+The repository need not be installed: its folder goes on PYTHONPATH. The golden weights are
+read from ``SEQNET_SHARED``, else ../shared.
 
     python benchmarks/gpu_check.py [--out gpu_check_output]
 
@@ -25,6 +31,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+GPU_TESTS = ["tests/test_custom_ops.py", "tests/test_parity.py", "tests/test_inference.py"]
 
 
 def machine():
@@ -45,6 +52,9 @@ def machine():
     }
 
 
+PYTHONPATH = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+
+
 def step(name, command, out, timeout, env=None):
     """Run ``command`` with its output in OUT/<name>.log; the step's report entry."""
     log = out / f"{name}.log"
@@ -54,7 +64,7 @@ def step(name, command, out, timeout, env=None):
         with log.open("w") as f:
             code = subprocess.run(
                 command, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, timeout=timeout,
-                env={**os.environ, **(env or {})},
+                env={**os.environ, "PYTHONPATH": PYTHONPATH, **(env or {})},
             ).returncode  # fmt: skip
     except subprocess.TimeoutExpired:
         code = "timeout"
@@ -74,7 +84,7 @@ def main():
     steps = report["steps"]
     if report["machine"]["gpu"] is None:
         reason = "no CUDA device visible to torch"
-        for name in ("build", "kernels", "fps"):
+        for name in ("build", "tests", "fps"):
             steps[name] = {"status": "could not run", "why": reason}
     else:
         if report["machine"]["cuda_toolkit"] is None:
@@ -85,18 +95,20 @@ def main():
             steps["build"] = step("build", build, out, 300, env=arch)
             probe = "import custom_ops, json; print(json.dumps(custom_ops.status()))"
             loaded = subprocess.run(
-                [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True
-            )
+                [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True,
+                env={**os.environ, "PYTHONPATH": PYTHONPATH},
+            )  # fmt: skip
             steps["build"]["custom_ops_status"] = loaded.stdout.strip() or loaded.stderr[-300:]
             if '"cuda": true' not in loaded.stdout:
                 steps["build"]["status"] = "failed"
         try:
             import pytest  # noqa: F401
 
-            tests = [sys.executable, "-m", "pytest", "-q", "-rs", "tests/test_custom_ops.py"]
-            steps["kernels"] = step("kernels", tests, out, 240)
+            tests = [sys.executable, "-m", "pytest", "-q", "-rs", "-m", "cuda", *GPU_TESTS]
+            report_path = {"SEQNET_PARITY_REPORT": str(out / "parity_cuda.json")}
+            steps["tests"] = step("tests", tests, out, 300, env=report_path)
         except ImportError:
-            steps["kernels"] = {"status": "could not run", "why": "pytest is not installed"}
+            steps["tests"] = {"status": "could not run", "why": "pytest is not installed"}
         fps = [
             sys.executable, "benchmarks/fps.py", "--device", "cuda", "--frames", "8",
             "--repeats", "3", "--json", str(out / "fps.json"), "--chart", str(out / "fps.png"),

@@ -43,6 +43,18 @@ def pytest_sessionstart(session):
         pytest.exit(f"CI: {reason}", returncode=1)
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` skip, with the reason, where PyTorch sees no GPU."""
+    marked = [item for item in items if item.get_closest_marker("cuda")]
+    if not marked:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        for item in marked:
+            item.add_marker(pytest.mark.skip(reason="no CUDA device here"))
+
+
 @pytest.fixture(scope="session")
 def shared():
     """Path of ../shared; the test skips (with the reason) when it is absent."""

@@ -29,7 +29,7 @@ CSRC = ROOT / "custom_ops" / "csrc"
 built = pytest.mark.skipif(
     not custom_ops.status()["cpu"], reason=f"custom_ops: {custom_ops.status()['reason']}"
 )
-gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
+gpu = pytest.mark.cuda  # skipped where no GPU is (conftest.py)
 
 
 def _rois(n_images, per_image, seed, dtype=torch.float32, height=15, width=20, scale=16):
@@ -57,7 +57,7 @@ def _both(fn, map_, rois, grad_dtype=None, **kwargs):
     x = map_.detach().clone().requires_grad_()
     out = fn(x, rois, **kwargs)
     g = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    out.backward(g.to(grad_dtype or out.dtype).to(out.dtype))
+    out.backward(g.to(grad_dtype or out.dtype).to(out))
     return out.detach(), x.grad
 
 
@@ -471,6 +471,7 @@ def test_cuda_sources_compile(tmp_path):
         assert result.returncode == 0, f"{source.name}:\n{result.stderr[-3000:]}"
 
 
+@gpu
 def test_cuda_kernels_registered_where_built():
     if not custom_ops.status()["cuda"]:
         pytest.skip(f"CUDA kernels: {custom_ops.status()['reason'] or 'not loaded'}")

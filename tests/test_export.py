@@ -395,9 +395,9 @@ def test_an_earlier_package_is_replaced_whole(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["pkg"]  # no temporary folder left
 
 
-def _eval_parity():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "eval_parity.py"
-    spec = importlib.util.spec_from_file_location("eval_parity", path)
+def _benchmark(name):
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -415,7 +415,7 @@ def test_eval_parity_through_the_package(fmt, dataset, ckpt, package, tmp_path):
     cfg = load_cfg(None, [*OPTS, "INPUT.DATASET", dataset, "INPUT.DATA_ROOT", str(root),
                           "OUTPUT_DIR", str(tmp_path / "out"), "INPUT.NUM_WORKERS_TEST", "0",
                           "EVAL_USE_CBGM", "True", "EVAL_GALLERY_SIZES", "[-1]"])  # fmt: skip
-    parity = _eval_parity()
+    parity = _benchmark("eval_parity")
     result = parity.compare(cfg, ckpt, package, out=tmp_path / "parity")
     assert result["within_contract"] and result["contract_points"] == 0.1
     keys = set(result["metrics"])
@@ -425,3 +425,42 @@ def test_eval_parity_through_the_package(fmt, dataset, ckpt, package, tmp_path):
         assert d["matched"] > 0 and d["unmatched"] == 0, (split, d)
         assert d["max_box_diff_px"] <= 1e-3 and d["max_embedding_diff"] <= 1e-4, (split, d)
     assert "largest metric delta" in parity.table(result)
+
+
+def test_fps_rows_take_turns_and_a_broken_row_is_reported(ckpt, package, tmp_path, monkeypatch):
+    """benchmarks/fps.py on the tiny checkpoint and its package: the rows take turns, one
+    pass each per round; the fast copy and the fp32 graph match the baseline; a row that
+    breaks is listed under "failed" (exit status 1) and the others still run."""
+    fps = _benchmark("fps")
+    passes = []  # (session, batch) of each timed pass, in order
+    timed = fps.time_pass
+    monkeypatch.setattr(fps, "time_pass", lambda s, f, b: passes.append((s, b)) or timed(s, f, b))
+    opened = fps.load
+
+    def load(package, backend, precision, **kw):
+        if precision == "fp16":
+            raise RuntimeError("broken on purpose")
+        return opened(package, backend, precision=precision, **kw)
+
+    monkeypatch.setattr(fps, "load", load)
+    out = tmp_path / "fps.json"
+    with pytest.raises(SystemExit, match="rows failed: onnxruntime fp16"):
+        fps.main(["--ckpt", str(ckpt), "--model", str(package), "--sizes", "96x128",
+                  "--frames", "2", "--eager-frames", "1", "--batches", "1", "2",
+                  "--repeats", "2", "--threads", str(THREADS), "--json", str(out)])  # fmt: skip
+    result = json.loads(out.read_text())
+    assert result["failed"] == {"onnxruntime fp16": "RuntimeError: broken on purpose"}
+    assert "CUDA" in result["skipped"]["torch fast fp16 graphs"]
+    rows = result["rows"]
+    assert {fps.BASELINE, "torch fast fp32", "onnxruntime fp32"} <= set(rows)
+    for name, row in rows.items():
+        per = row["sizes"]["96x128"]
+        assert per["batch1"]["median_s"] > 0 and per["speedup_vs_torch_eager_fp32"] > 0
+        assert ("batch2" in per) == (name != fps.BASELINE), name
+        if "fp32" in name:  # at parity; bf16 is not
+            assert per["accuracy_vs_eager"]["unmatched_detections"] == 0, name
+            assert per["accuracy_vs_eager"]["max_box_diff_px"] <= 1e-3, name
+    sessions = list(dict.fromkeys(s for s, _ in passes))
+    assert len(sessions) == len(rows)
+    one_round = [(s, b) for s in sessions for b in ([1] if s is sessions[0] else [1, 2])]
+    assert passes == one_round * 2

@@ -6,12 +6,14 @@ same order in both runs, so that a difference is the mode's, not a flipped NMS o
 among the near-tied scores of an untrained model.
 """
 
+import copy
+
 import pytest
 import torch
 
 from seqnet_train.errors import SeqNetError
 from seqnet_train.modeling import roi_heads
-from seqnet_train.modeling.inference import Autocast, optimize_for_inference
+from seqnet_train.modeling.inference import Autocast, CudaGraphs, optimize_for_inference
 from tests.tiny import tiny_batch, tiny_model
 
 # bf16 costs measured on this model and batch (seed 0; AMD EPYC with AVX512-BF16, torch 2.14.1):
@@ -148,3 +150,24 @@ def test_unknown_or_unavailable_precision(model):
         optimize_for_inference(model, "int4")
     with pytest.raises(SeqNetError, match="needs a CUDA device"):
         optimize_for_inference(model, "fp16")
+    with pytest.raises(SeqNetError, match="CUDA graphs need"):
+        optimize_for_inference(model, cuda_graphs=True)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_cuda_graphs_replay_the_backbone_exactly(model, precision):
+    """The backbone replayed as CUDA graphs, one per frame shape, gives the outputs of the same
+    copy run kernel by kernel; a graph is reused for frames of its shape."""
+    on_gpu = copy.deepcopy(model).cuda()
+    plain = optimize_for_inference(on_gpu, precision)
+    graphed = optimize_for_inference(on_gpu, precision, cuda_graphs=True)
+    assert isinstance(graphed.backbone, CudaGraphs)
+    images, _ = tiny_batch(n_images=3)
+    images = [im.cuda() for im in images]
+    for _ in range(2):  # capture, then replay
+        diffs = _max_diffs(plain.predict(images), graphed.predict(images))
+        assert diffs["boxes"] <= 1e-3 and diffs["scores"] <= 1e-5, diffs
+        assert diffs["embeddings"] <= 1e-5, diffs
+    shapes = {tuple(plain.transform([im])[0].tensors.shape) for im in images}
+    assert len(graphed.backbone.graphs) == len(shapes)

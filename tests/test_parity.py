@@ -7,6 +7,7 @@ The largest differences measured (per mode, per kind of output) go to a JSON rep
 benchmarks and the docs: ``$SEQNET_PARITY_REPORT``, else ``.pytest_cache/parity_report.json``.
 """
 
+import copy
 import functools
 import json
 import os
@@ -182,3 +183,32 @@ def test_forced_empty(outputs, golden, report):
         assert cbgm["boxes"].shape == (1, 4) and cbgm["embeddings"].shape == (1, 256)
         record = functools.partial(report, outputs["mode"], "empty")
         assert_same_detections(cbgm, gold["cbgm"], first_is_gt=True, record=record)
+
+
+@pytest.mark.cuda
+@pytest.mark.golden
+@pytest.mark.parametrize("which", ["reference", "fast"])
+def test_golden_parity_on_cuda(model, golden, report, which):
+    """On a GPU (fp32 with TF32 off; custom_ops' CUDA kernels where built): the golden outputs
+    within the same tolerances, one image at a time."""
+    net = copy.deepcopy(model).cuda()
+    net = optimize_for_inference(net) if which == "fast" else net
+    record = lambda kind: functools.partial(report, f"cuda {which}/one_by_one", kind)  # noqa: E731
+    tf32 = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        for i, image in enumerate(golden["images"]):
+            image = image.cuda()
+            gallery = net.predict([image])[0]
+            gallery = {k: v.cpu() for k, v in gallery.items()}
+            assert_same_detections(gallery, golden["gallery"][i], record=record("gallery"))
+            query = net.embed_boxes([image], [golden["query_boxes"][i].cuda()])[0].cpu()
+            diff = (query - golden["query_embeddings"][i]).abs().max().item()
+            record("query")({"embedding": diff})
+            assert diff <= EMB_TOL
+            cbgm = net.predict([image], context_boxes=[golden["cbgm_gt_box"][i].cuda()])[0]
+            cbgm = {k: v.cpu() for k, v in cbgm.items()}
+            assert_same_detections(cbgm, golden["cbgm"][i], first_is_gt=True,
+                                   record=record("cbgm"))  # fmt: skip
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = tf32

@@ -15,7 +15,8 @@ training as well.
 Optional faster modes (``INFERENCE.PRECISION`` bf16 / fp16, ``INFERENCE.COMPILE``) run only the
 convolutional parts in low precision or compiled; box regression, scores and embeddings stay
 fp32 (box deltas decoded in bf16 would be off by pixels). Their accuracy cost is measured by
-``bench/bench_inference.py``.
+``bench/bench_inference.py``. On CUDA, ``cuda_graphs`` replays the backbone (static shapes per
+frame size) as one CUDA graph; the heads' sizes depend on the data and run as they are.
 
 The copy has no BatchNorm2d left, so it cannot train or load checkpoints: keep the original
 for that and call this again after the weights change.
@@ -56,7 +57,9 @@ class Autocast(nn.Module):
 
     def forward(self, *args):
         device = "cuda" if any(a.is_cuda for a in args if torch.is_tensor(a)) else "cpu"
-        with torch.autocast(device, dtype=self.dtype):
+        # no cast cache: each weight is cast once per call anyway, and a CUDA graph captured
+        # with the cache would replay casts into memory freed when the region ends
+        with torch.autocast(device, dtype=self.dtype, cache_enabled=False):
             return _fp32(self.module(*args))
 
 
@@ -83,17 +86,48 @@ class RoIChunks(nn.Module):
         return OrderedDict((k, torch.cat([p[k] for p in parts])) for k in parts[0])
 
 
+class CudaGraphs(nn.Module):
+    """``module`` (one tensor in, one out) replayed as a CUDA graph captured once per input
+    shape: one launch instead of one per kernel, where shapes repeat (a video's frames)."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.module = module
+        self.graphs = {}  # (shape, stride, dtype): (graph, static input, static output)
+
+    def forward(self, x):
+        key = (x.shape, x.stride(), x.dtype)
+        if key not in self.graphs:
+            static = x.clone()
+            side = torch.cuda.Stream()  # warm-up off the capturing stream, as the docs ask
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                self.module(static)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                out = self.module(static)
+            self.graphs[key] = (graph, static, out)
+        graph, static, out = self.graphs[key]
+        static.copy_(x)
+        graph.replay()
+        return out.clone()  # the next replay overwrites ``out``
+
+
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def optimize_for_inference(model, precision="fp32", compile=False):
+def optimize_for_inference(model, precision="fp32", compile=False, cuda_graphs=False):
     """An eval-mode copy of ``model``: BatchNorm folded, channels-last convolutions, RoI heads
-    in chunks on CPUs; optionally low-precision or compiled convolutional parts."""
+    in chunks on CPUs; optionally low-precision or compiled convolutional parts, and on CUDA
+    the backbone replayed as CUDA graphs."""
     if precision not in PRECISIONS:
         raise SeqNetError(f"INFERENCE.PRECISION {precision!r} is not one of {list(PRECISIONS)}")
     device = next(model.parameters()).device
     if precision == "fp16" and device.type != "cuda":
         raise SeqNetError("INFERENCE.PRECISION fp16 needs a CUDA device; use bf16 on the CPU")
+    if cuda_graphs and (device.type != "cuda" or compile):
+        raise SeqNetError("CUDA graphs need the model on a CUDA device, and no torch.compile")
     fast = copy.deepcopy(model).eval().requires_grad_(False)
     heads = fast.roi_heads
     convolutional = [
@@ -110,5 +144,7 @@ def optimize_for_inference(model, precision="fp32", compile=False):
             part = Autocast(part, PRECISIONS[precision])
         if parent is heads and device.type == "cpu":
             part = RoIChunks(part)
+        if cuda_graphs and name == "backbone":
+            part = CudaGraphs(part)
         setattr(parent, name, part)
     return fast
