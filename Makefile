@@ -48,8 +48,10 @@ bench: $(STAMP)
 	mkdir -p bench_output
 	$(BIN)/python benchmarks/fps.py --json bench_output/fps.json --chart bench_output/fps.png
 
-# What only a GPU proves (custom_ops' CUDA kernels against torchvision's, the GPU rows of the
-# benchmark), on the Python at hand: GPU machines here are offline, so nothing is installed.
+# What only a GPU proves (custom_ops' CUDA kernels against torchvision's, the golden cases and
+# CUDA graphs on CUDA, the GPU rows of the benchmark), on the Python at hand: GPU machines here
+# are offline, so nothing is installed (the repository goes on PYTHONPATH; the golden cases are
+# read from $SEQNET_SHARED, else ../shared).
 gpu-check:
 	$(PYTHON) benchmarks/gpu_check.py --out gpu_check_output
 
