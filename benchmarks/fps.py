@@ -248,9 +248,9 @@ def rows(model, cfg, args, device, skipped, scratch):
 def measure(row_makers, sets, args, results):
     """Fill ``results["rows"]``: every row's session is built and its outputs on the frames
     taken (the accuracy column) first; then ``args.repeats`` rounds each time one pass of every
-    row, size and batch in turn. A state of the machine that comes or goes during the run
-    (clocks, memory, other load) then falls on every row alike, not on whichever ran first. A
-    row that breaks goes to ``results["failed"]``; the others go on."""
+    row, size and batch in turn, each after a warm-up call. A state of the machine that comes or
+    goes during the run (clocks, memory, other load) then falls on every row alike, not on
+    whichever ran first. A row that breaks goes to ``results["failed"]``; the others go on."""
     sessions, reference, latencies = {}, {}, {}
 
     def plan(name):
@@ -279,13 +279,13 @@ def measure(row_makers, sets, args, results):
             sessions[name], results["rows"][name] = session, entry
         except Exception as e:  # noqa: BLE001 - reported, and the other rows still run
             fail(name, e)
-    for round_ in range(args.repeats):
+    for _ in range(args.repeats):
         for name, session in list(sessions.items()):
             try:
                 for size, frames, batches in plan(name):
                     for batch in batches:
-                        if round_ == 0 and batch > 1:
-                            session.detect(frames[:batch])  # warm-up (batch 1: the outputs)
+                        # warm-up right before the pass: other rows ran since this one's last
+                        session.detect(frames[:batch])
                         times = latencies.setdefault((name, size, batch), [])
                         times += time_pass(session, frames, batch)
             except Exception as e:  # noqa: BLE001
