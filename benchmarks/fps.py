@@ -7,13 +7,12 @@ rows with TF32 off), ONNX Runtime fp32 / fp16 (a model package); the rows this m
 run are listed with why (TensorRT: no backend yet), a row that breaks under "failed" (exit
 status 1). Every row runs through the runtime's Session interface on the same uint8 frames:
 synthetic 1080x1920 and 540x960 by default, or ``--video``'s first frames. Per row and size:
-median and p90 latency per frame and frames per second at batch 1 and 4 (after a warm-up; rows
-take turns, one pass each per round), achieved GFLOP/s next to this machine's matrix-multiply
-peak measured in the same run, ratios against the eager baseline and the fast path of the same
-run, and the accuracy against the eager fp32 baseline on those frames (largest box and embedding
-differences of the matched detections, detections gained or lost). Decoding a video and
-converting frames to the networks' input are timed apart; resizing and normalising are part of
-every network.
+median and p90 latency per frame and frames per second at batch 1 and 4 (after a warm-up),
+achieved GFLOP/s next to this machine's matrix-multiply peak measured in the same run, ratios
+against the eager baseline and the fast path of the same run, and the accuracy against the eager
+fp32 baseline on those frames (largest box and embedding differences of the matched detections,
+detections gained or lost). Decoding a video and converting frames to the networks' input are
+timed apart; resizing and normalising are part of every network.
 
     python benchmarks/fps.py [--ckpt CKPT [--cfg CFG] | golden weights] [--model PACKAGE]
         [--video FILE] [--sizes 1080x1920 540x960] [--frames 4] [--json OUT] [--chart PNG]
@@ -246,59 +245,43 @@ def rows(model, cfg, args, device, skipped, scratch):
 
 
 def measure(row_makers, sets, args, results):
-    """Fill ``results["rows"]``: every row's session is built and its outputs on the frames
-    taken (the accuracy column) first; then ``args.repeats`` rounds each time one pass of every
-    row, size and batch in turn, each after a warm-up call. A state of the machine that comes or
-    goes during the run (clocks, memory, other load) then falls on every row alike, not on
-    whichever ran first. A row that breaks goes to ``results["failed"]``; the others go on."""
-    sessions, reference, latencies = {}, {}, {}
-
-    def plan(name):
-        """(size, frames, batches) of a row: the slow eager baseline on fewer frames, batch 1."""
-        eager = name == BASELINE
-        return [(size, frames[: args.eager_frames] if eager else frames,
-                 [1] if eager else args.batches) for size, frames in sets.items()]  # fmt: skip
-
-    def fail(name, error):
-        results["failed"][name] = f"{type(error).__name__}: {error}"[:500]
-        results["rows"].pop(name, None)
-        sessions.pop(name, None)
-        print(f"{name:22s} failed: {results['failed'][name]}", file=sys.stderr)
-
+    """Fill ``results["rows"]``, one row after the other, each with only its own session alive:
+    its outputs on the frames (the accuracy column; the first row's are the reference), then per
+    size and batch a warm-up call and ``args.repeats`` timed passes. (Building every session
+    first and letting rows take turns timed the eager row up to 1.7x slower on a 2-core CPU in
+    two runs: docs/gpu-check.md.) A row that breaks goes to ``results["failed"]``; the others
+    go on."""
+    reference = {}
     for name, ran_on, make in row_makers:
+        eager = name == BASELINE  # the slow baseline: fewer frames, batch 1
         try:
-            session = make()
-            entry = {"ran_on": ran_on, "sizes": {}}
-            for size, frames, _ in plan(name):
+            session, entry = make(), {"ran_on": ran_on, "sizes": {}}
+            for size, frames in sets.items():
+                frames = frames[: args.eager_frames] if eager else frames
                 outputs = [session.detect([frame])[0] for frame in frames]
-                if name == BASELINE:  # the first row
+                if eager:
                     reference[size] = outputs
                 ref = reference.get(size)
-                entry["sizes"][size] = {} if ref is None else {
-                    "accuracy_vs_eager": accuracy(ref, outputs[: len(ref)])}  # fmt: skip
-            sessions[name], results["rows"][name] = session, entry
+                per = (
+                    {} if ref is None else {"accuracy_vs_eager": accuracy(ref, outputs[: len(ref)])}
+                )
+                for batch in [1] if eager else args.batches:
+                    session.detect(frames[:batch])  # warm-up
+                    times = [
+                        t for _ in range(args.repeats) for t in time_pass(session, frames, batch)
+                    ]
+                    per[f"batch{batch}"] = summary(times)
+                    gflops = results["gflop_per_frame"][size] * per[f"batch{batch}"]["fps"]
+                    per[f"batch{batch}"]["gflops"] = round(gflops, 1)
+                entry["sizes"][size] = per
+                print(f"{name:22s} {size:>10s} {per['batch1']['median_s']:.3f} s/frame",
+                      file=sys.stderr)  # fmt: skip
+            results["rows"][name] = entry
         except Exception as e:  # noqa: BLE001 - reported, and the other rows still run
-            fail(name, e)
-    for _ in range(args.repeats):
-        for name, session in list(sessions.items()):
-            try:
-                for size, frames, batches in plan(name):
-                    for batch in batches:
-                        # warm-up right before the pass: other rows ran since this one's last
-                        session.detect(frames[:batch])
-                        times = latencies.setdefault((name, size, batch), [])
-                        times += time_pass(session, frames, batch)
-            except Exception as e:  # noqa: BLE001
-                fail(name, e)
-    for name, entry in results["rows"].items():
-        for size, _, batches in plan(name):
-            per = entry["sizes"][size]
-            for batch in batches:
-                per[f"batch{batch}"] = summary(latencies[name, size, batch])
-                gflops = results["gflop_per_frame"][size] * per[f"batch{batch}"]["fps"]
-                per[f"batch{batch}"]["gflops"] = round(gflops, 1)
-            print(f"{name:22s} {size:>10s} {per['batch1']['median_s']:.3f} s/frame",
-                  file=sys.stderr)  # fmt: skip
+            results["failed"][name] = f"{type(e).__name__}: {e}"[:500]
+            print(f"{name:22s} failed: {results['failed'][name]}", file=sys.stderr)
+        finally:
+            session = None  # the next row runs alone
 
 
 def export_package(model, cfg, args, folder):
@@ -351,12 +334,7 @@ def main(argv=None, prog=None):
     parser.add_argument("--sizes", nargs="+", default=["1080x1920", "540x960"])
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 4])
     parser.add_argument("--frames", type=int, default=4, help="frames per size")
-    parser.add_argument(
-        "--repeats",
-        type=int,
-        default=1,
-        help="rounds: each times one pass over the frames of every row in turn",
-    )
+    parser.add_argument("--repeats", type=int, default=1, help="timed passes over the frames")
     parser.add_argument("--eager-frames", type=int, default=2, help="frames for the slow eager row")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

@@ -427,10 +427,10 @@ def test_eval_parity_through_the_package(fmt, dataset, ckpt, package, tmp_path):
     assert "largest metric delta" in parity.table(result)
 
 
-def test_fps_rows_take_turns_and_a_broken_row_is_reported(ckpt, package, tmp_path, monkeypatch):
-    """benchmarks/fps.py on the tiny checkpoint and its package: the rows take turns, one
-    pass each per round; the fast copy and the fp32 graph match the baseline; a row that
-    breaks is listed under "failed" (exit status 1) and the others still run."""
+def test_fps_rows_and_a_broken_row(ckpt, package, tmp_path, monkeypatch):
+    """benchmarks/fps.py on the tiny checkpoint and its package: one row after the other, each
+    timing ``--repeats`` passes per batch; the fast copy and the fp32 graph match the baseline;
+    a row that breaks is listed under "failed" (exit status 1) and the others still run."""
     fps = _benchmark("fps")
     passes = []  # (session, batch) of each timed pass, in order
     timed = fps.time_pass
@@ -462,5 +462,5 @@ def test_fps_rows_take_turns_and_a_broken_row_is_reported(ckpt, package, tmp_pat
             assert per["accuracy_vs_eager"]["max_box_diff_px"] <= 1e-3, name
     sessions = list(dict.fromkeys(s for s, _ in passes))
     assert len(sessions) == len(rows)
-    one_round = [(s, b) for s in sessions for b in ([1] if s is sessions[0] else [1, 2])]
-    assert passes == one_round * 2
+    batches = {s: [1] if s is sessions[0] else [1, 2] for s in sessions}
+    assert passes == [(s, b) for s in sessions for b in batches[s] for _ in range(2)]
