@@ -182,9 +182,9 @@ def accuracy(reference, outputs):
     }
 
 
-def gflop_per_frame(model, frame):
+def gflop_per_frame(model, frame, device):
     with FlopCounterMode(display=False) as counter:
-        model.predict([to_tensor(frame, next(model.parameters()).device)])
+        model.predict([to_tensor(frame, device)])
     return counter.get_total_flops() / 1e9
 
 
@@ -221,7 +221,10 @@ def rows(model, cfg, args, device, skipped, scratch):
     try:
         import onnxruntime as ort
 
-        if device.type == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
+        from seqnet_runtime.onnx_backend import PROVIDERS
+
+        # checked before exporting a package that could not run
+        if device.type == "cuda" and PROVIDERS["cuda"] not in ort.get_available_providers():
             skipped["onnxruntime"] = (f"not run: onnxruntime {ort.__version__} here has no CUDA "
                                       "provider (onnxruntime-gpu is not installed)")  # fmt: skip
         else:
@@ -245,43 +248,40 @@ def rows(model, cfg, args, device, skipped, scratch):
 
 
 def measure(row_makers, sets, args, results):
-    """Fill ``results["rows"]``, one row after the other, each with only its own session alive:
-    its outputs on the frames (the accuracy column; the first row's are the reference), then per
-    size and batch a warm-up call and ``args.repeats`` timed passes. (Building every session
-    first and letting rows take turns timed the eager row up to 1.7x slower on a 2-core CPU in
-    two runs: docs/gpu-check.md.) A row that breaks goes to ``results["failed"]``; the others
-    go on."""
-    reference = {}
+    """Fill ``results["rows"]``, one row after the other, each with only its own session alive
+    (building every session first and letting rows take turns timed the eager row up to 1.7x
+    slower on a 2-core CPU in two runs: docs/gpu-check.md). A row that breaks goes to
+    ``results["failed"]``; the others go on."""
+    reference = {}  # size: the baseline's outputs (the first row)
     for name, ran_on, make in row_makers:
-        eager = name == BASELINE  # the slow baseline: fewer frames, batch 1
         try:
-            session, entry = make(), {"ran_on": ran_on, "sizes": {}}
-            for size, frames in sets.items():
-                frames = frames[: args.eager_frames] if eager else frames
-                outputs = [session.detect([frame])[0] for frame in frames]
-                if eager:
-                    reference[size] = outputs
-                ref = reference.get(size)
-                per = (
-                    {} if ref is None else {"accuracy_vs_eager": accuracy(ref, outputs[: len(ref)])}
-                )
-                for batch in [1] if eager else args.batches:
-                    session.detect(frames[:batch])  # warm-up
-                    times = [
-                        t for _ in range(args.repeats) for t in time_pass(session, frames, batch)
-                    ]
-                    per[f"batch{batch}"] = summary(times)
-                    gflops = results["gflop_per_frame"][size] * per[f"batch{batch}"]["fps"]
-                    per[f"batch{batch}"]["gflops"] = round(gflops, 1)
-                entry["sizes"][size] = per
-                print(f"{name:22s} {size:>10s} {per['batch1']['median_s']:.3f} s/frame",
-                      file=sys.stderr)  # fmt: skip
-            results["rows"][name] = entry
+            results["rows"][name] = run_row(name, ran_on, make(), sets, args, results, reference)
         except Exception as e:  # noqa: BLE001 - reported, and the other rows still run
             results["failed"][name] = f"{type(e).__name__}: {e}"[:500]
             print(f"{name:22s} failed: {results['failed'][name]}", file=sys.stderr)
-        finally:
-            session = None  # the next row runs alone
+
+
+def run_row(name, ran_on, session, sets, args, results, reference):
+    """One row: its outputs on the frames (the accuracy column), then per size and batch a
+    warm-up call and ``args.repeats`` timed passes."""
+    eager = name == BASELINE  # the slow baseline: fewer frames, batch 1
+    entry = {"ran_on": ran_on, "sizes": {}}
+    for size, frames in sets.items():
+        frames = frames[: args.eager_frames] if eager else frames
+        outputs = [session.detect([frame])[0] for frame in frames]
+        if eager:
+            reference[size] = outputs
+        ref = reference.get(size)
+        per = {} if ref is None else {"accuracy_vs_eager": accuracy(ref, outputs[: len(ref)])}
+        for batch in [1] if eager else args.batches:
+            session.detect(frames[:batch])  # warm-up
+            times = [t for _ in range(args.repeats) for t in time_pass(session, frames, batch)]
+            per[f"batch{batch}"] = summary(times)
+            gflops = results["gflop_per_frame"][size] * per[f"batch{batch}"]["fps"]
+            per[f"batch{batch}"]["gflops"] = round(gflops, 1)
+        entry["sizes"][size] = per
+        print(f"{name:22s} {size:>10s} {per['batch1']['median_s']:.3f} s/frame", file=sys.stderr)
+    return entry
 
 
 def export_package(model, cfg, args, folder):
@@ -374,7 +374,9 @@ def main(argv=None, prog=None):
         "batches": args.batches,
         "decode_s_per_frame": None if decode is None else round(decode, 5),
         "to_input_s_per_frame": convert,
-        "gflop_per_frame": {s: round(gflop_per_frame(model, f[0]), 1) for s, f in sets.items()},
+        "gflop_per_frame": {
+            s: round(gflop_per_frame(model, f[0], device), 1) for s, f in sets.items()
+        },
         "rows": {},
         "skipped": {},
         "failed": {},
