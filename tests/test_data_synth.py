@@ -3,6 +3,8 @@ determinism, and JSON conversion round trips."""
 
 import hashlib
 import json
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -149,6 +151,26 @@ def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         generate("json", tmp_path / "new", **SIZES)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077], ids=oct)
+@pytest.mark.parametrize("fmt", list(DATASET))
+def test_outputs_get_the_umasks_permissions(tmp_path, fmt, mask):
+    """Every folder and file written (the output folder too: it was a private temporary
+    folder, renamed) has the permissions the umask gives, and nothing is left beside it."""
+    small = dict(SIZES, train_images=6, test_images=5, train_ids=2, test_ids=2)
+    old = os.umask(mask)
+    try:
+        out = generate(fmt, tmp_path / "out", seed=1, **small)
+    finally:
+        os.umask(old)
+    mode = lambda p: stat.S_IMODE(os.stat(p).st_mode)  # noqa: E731
+    folders = [out, *(p for p in out.rglob("*") if p.is_dir())]
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert len(files) >= 5
+    assert {mode(p) for p in folders} == {0o777 & ~mask}
+    assert {mode(p) for p in files} == {0o666 & ~mask}
+    assert [p.name for p in tmp_path.iterdir() if p.name != "cache"] == ["out"]
 
 
 def test_cli_synth_and_convert(tmp_path, capsys):

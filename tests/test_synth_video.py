@@ -6,13 +6,16 @@ import importlib.util
 import io
 import json
 import math
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from seqnet_train.data.synth_video import MIN_VISIBLE, identity_looks, write_video
+from seqnet_train.data import synth_video
+from seqnet_train.data.synth_video import MIN_VISIBLE, identity_looks, min_frames, write_video
 from seqnet_train.data.synth_world import Streams, plan
 from seqnet_train.errors import SeqNetError
 
@@ -182,6 +185,159 @@ def test_bad_arguments(video, tmp_path):
     with pytest.raises(SeqNetError, match="queries"):
         write_video(tmp_path / "many", **(VIDEO | {"queries": 5}))
     assert not (tmp_path / "odd").exists() and not (tmp_path / "many").exists()
+
+
+# --- any length, any seed --------------------------------------------------------------------
+
+SMALL = (96, 128)  # the smallest 3:4 frame --size allows, to keep long videos quick
+SEEDS = (0, 5, 6)  # 5 and 6 failed at 600 to 1500 frames when each person walked only once
+
+
+def _synth(out, seed, frames):
+    """``seqnet synth --format video`` with the default queries and fps on a small frame."""
+    from seqnet_train.cli import main
+
+    argv = ["synth", "--format", "video", "--seed", str(seed), "--frames", str(frames)]
+    main(argv + ["--size", *map(str, SMALL), "--out", str(out)])
+    return out
+
+
+def _files(folder):
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+
+def _check_long_video(tmp_path, seed, frames):
+    """The video decodes to ``frames`` frames, the truth covers each of them, each queried
+    person is well visible in one frame in 15 (and never twice in a frame), and a second run
+    gives the same bytes."""
+    first = _synth(tmp_path / "a", seed, frames)
+    truth = json.loads((first / "truth.json").read_text())
+    assert truth["frames"] == len(truth["frames_truth"]) == frames
+    with av.open(str(first / "video.mp4")) as c:
+        assert sum(1 for _ in c.decode(c.streams.video[0])) == frames
+    assert len(truth["queries"]) == 3 and len(truth["identities"]) == 5
+    for pid in truth["queries"].values():
+        well = [r for rows in truth["frames_truth"] for r in rows if r["id"] == pid]
+        assert sum(r["visible"] >= 0.9 for r in well) >= max(5, frames // 15), pid
+    for rows in truth["frames_truth"]:
+        ids = [r["id"] for r in rows if r["id"] is not None]
+        assert len(ids) == len(set(ids))
+    again = _synth(tmp_path / "b", seed, frames)
+    expected = ["truth.json", "video.mp4", *(f"queries/{n}.jpg" for n in truth["queries"])]
+    assert _files(first) == _files(again) == sorted(expected)
+    for name in _files(first):
+        assert _digest(first / name) == _digest(again / name), name
+
+
+@pytest.mark.parametrize("frames", [150, 600, 1000])
+@pytest.mark.parametrize("seed", SEEDS)
+def test_long_videos_for_any_seed(tmp_path, seed, frames):
+    _check_long_video(tmp_path, seed, frames)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", SEEDS)
+def test_5000_frames(tmp_path, seed):
+    _check_long_video(tmp_path, seed, 5000)
+
+
+def test_shortest_video(tmp_path):
+    """``min_frames`` frames work for any seed; one fewer is refused with the number to ask for."""
+    shortest = min_frames(10, SMALL)
+    assert shortest == min_frames(10) == 50
+    assert min_frames(25) == 124 and min_frames(10, (180, 320)) > 50  # longer crossings
+    for seed in SEEDS:
+        out = write_video(tmp_path / f"s{seed}", seed=seed, frames=shortest, size=SMALL)
+        assert len(json.loads((out / "truth.json").read_text())["frames_truth"]) == shortest
+    with pytest.raises(SeqNetError, match="--frames must be at least 50 at 10 fps"):
+        write_video(tmp_path / "short", seed=0, frames=shortest - 1, size=SMALL)
+    assert not (tmp_path / "short").exists()
+
+
+def test_impossible_scenes_say_what_would_help(tmp_path, monkeypatch):
+    """Frames are never the answer (any count from the shortest on works): fewer queries are."""
+    monkeypatch.setattr(synth_video, "TRIES", 2)
+    monkeypatch.setattr(synth_video, "TRAFFIC_TRIES", 2)
+    monkeypatch.setattr(synth_video, "_acceptable", lambda *a: False)
+    with pytest.raises(SeqNetError, match="lower --queries$") as e:
+        write_video(tmp_path / "a", **VIDEO)
+    assert "frame count" not in str(e.value)
+    with pytest.raises(SeqNetError, match="lower --queries or use a --size at least as wide"):
+        write_video(tmp_path / "narrow", **(VIDEO | {"size": (160, 120)}))
+    monkeypatch.setattr(synth_video, "_acceptable", lambda *a: True)  # the opening passes, ...
+    monkeypatch.setattr(synth_video, "_well_seen", lambda truth, pid: 0)  # ... the rest not
+    with pytest.raises(SeqNetError, match="lower --queries") as e:
+        write_video(tmp_path / "b", **(VIDEO | {"frames": 300}))
+    assert "frame count" not in str(e.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_world_is_linear_in_frames(monkeypatch):
+    """Each frame looks only at the walks under way: the walks' boxes computed for the truth
+    grow with the people in the frames, not with the walks in the whole video."""
+    looks = identity_looks(0, 40, 20)
+    rng = np.random.default_rng(0)
+    queried, distractors = sorted(looks)[:3], sorted(looks)[3:5]
+    calls = {}
+    box = synth_video._box
+
+    def counted(*args):
+        calls["n"] = calls.get("n", 0) + 1
+        return box(*args)
+
+    for frames in (1000, 8000):
+        walks, truth = synth_video._world(rng, 0, looks, queried, distractors, frames, 10, SMALL)
+        assert len(walks) > frames / 100  # people keep coming
+        calls["n"] = 0
+        monkeypatch.setattr(synth_video, "_box", counted)
+        assert synth_video._truth(walks, frames, SMALL, 10) == truth
+        monkeypatch.setattr(synth_video, "_box", box)
+        shown = sum(len(rows) for rows in truth)
+        assert calls["n"] <= shown + 2 * frames, (frames, calls["n"], shown, len(walks))
+
+
+def test_frames_are_streamed(tmp_path, monkeypatch):
+    """The encoder gets each frame as it is drawn: never a list of the whole video."""
+    drawn, render = [], synth_video._render
+    encode = synth_video._encode
+
+    def counting_render(*args):
+        drawn.append(1)
+        return render(*args)
+
+    def checking_encode(path, pictures, fps, size):
+        assert not isinstance(pictures, list | tuple)
+
+        def one_at_a_time():
+            for k, picture in enumerate(pictures):
+                assert len(drawn) == k + 1  # drawn just now, not ahead
+                yield picture
+
+        encode(path, one_at_a_time(), fps, size)
+
+    monkeypatch.setattr(synth_video, "_render", counting_render)
+    monkeypatch.setattr(synth_video, "_encode", checking_encode)
+    write_video(tmp_path / "v", **VIDEO)
+    assert len(drawn) == VIDEO["frames"]
+
+
+def _mode(path):
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077], ids=oct)
+def test_outputs_get_the_umasks_permissions(tmp_path, mask):
+    old = os.umask(mask)
+    try:
+        out = write_video(tmp_path / "v", **VIDEO)
+    finally:
+        os.umask(old)
+    folders = [out, *(p for p in out.rglob("*") if p.is_dir())]
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert len(folders) == 2 and len(files) == 4
+    assert {_mode(p) for p in folders} == {0o777 & ~mask}
+    assert {_mode(p) for p in files} == {0o666 & ~mask}
+    assert [p.name for p in tmp_path.iterdir()] == ["v"]  # no temporary left beside it
 
 
 # --- the scorer ------------------------------------------------------------------------------

@@ -3,15 +3,13 @@
 Deterministic: the same seed and sizes give the same bytes, and the test split's content
 (images, boxes, queries, galleries) depends only on the seed, the test sizes and the cameras.
 The output folder appears only when complete (written beside it under a temporary name, then
-renamed).
+renamed), with the permissions the user's umask gives.
 """
 
 import logging
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
+from seqnet_runtime import fs
 from seqnet_train.data.synth_world import Streams, plan
 from seqnet_train.data.synth_write import WRITERS
 from seqnet_train.errors import SeqNetError
@@ -41,21 +39,12 @@ def generate(
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise SeqNetError(f"{out}: exists and is not an empty folder; choose a new --out")
-    out.parent.mkdir(parents=True, exist_ok=True)
     streams = Streams.from_seed(seed)
     frames, cams = plan(
         streams, train_images, test_images, train_ids, test_ids, people, tuple(size), cameras
     )
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with fs.atomic_dir(out) as tmp:
         WRITERS[fmt](streams, tmp, frames, cams, tuple(size))
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private
-        if out.exists():
-            out.rmdir()
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("wrote a synthetic %s dataset (%d images, seed %d) to %s", fmt, len(frames), seed, out)
     return out
 
