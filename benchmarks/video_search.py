@@ -2,7 +2,7 @@
 (``seqnet synth --format video``): per query, AP, recall and false matches. numpy only.
 
     python benchmarks/video_search.py --run OUTDIR --truth DIR/truth.json
-        [--iou 0.5] [--threshold S] [--min-visible V] [--json OUT]
+        [--iou 0.5] [--threshold S] [--min-visible V] [--gap SECONDS] [--json OUT]
 
 Reads ``OUTDIR/matches.json`` (each query's name and embedding, the run's ``threshold``) and
 ``OUTDIR/index.npz`` (every processed frame's detections: boxes and embeddings, read directly
@@ -33,6 +33,29 @@ Definitions, per query, over the processed frames:
 * **detected**: the share of appearances any detection overlaps at IoU >= ``iou`` (the
   detector's part of the recall: the ceiling for both numbers above).
 
+**Appearance scores** (``result["appearances"]``; issue 33): what a user reading the run's
+*appearances* ("seen from 3.4 s to 6.6 s, best look at 4.1 s", ``seqnet_runtime.appearances``)
+gets right. Unlike the per-frame appearances above, these are spans of time:
+
+* a *true appearance* of the query's identity is a maximal run of processed frames where the
+  truth shows them (any part visible), split where two such frames are more than ``gap``
+  seconds apart (``--gap``, 2 s by default as ``seqnet_runtime.appearances``) or where the true
+  box jumps (back at another place: that module's position rule, so that a run that finds
+  every box groups them alike). It must be
+  found when at least one of its frames shows ``min_visible`` of the person; else it is
+  *ignored* (counted apart; a predicted appearance on it is correct and finds nothing);
+* the *predicted appearances* are the query's ``appearances`` in matches.json when the run
+  wrote them (and ``--threshold`` is not another one); else they are grouped here from the
+  index (each processed frame's most similar detection and its box), as the runtime groups them;
+* a predicted appearance is *correct* when its best box overlaps the identity's true box in
+  its best frame at IoU >= ``iou`` (the person at all visible there); **precision** = correct
+  / predicted;
+* a true appearance is *found* when a correct predicted appearance overlaps it in time (frame
+  span) and it is the true appearance nearest that predicted appearance's best frame;
+  **recall** = found / true (the required ones). ``split``: true appearances found by more
+  than one predicted appearance (one sighting reported in pieces). ``overall``: every query's
+  counts pooled.
+
 The threshold is ``--threshold``, else the run's own. Prints a table and JSON (per query and
 the mean over queries; with ``--json`` also written to a file).
 """
@@ -44,45 +67,17 @@ from pathlib import Path
 
 import numpy as np
 
+from seqnet_runtime.appearances import DEFAULT_GAP, Appearance, group_appearances, to_json
+from seqnet_runtime.boxes import average_precision, pairwise_iou
+
 
 class ScoreError(Exception):
     """A run folder or truth file that cannot be scored, in one line."""
 
 
-def average_precision(y_true, y_score):
-    """scikit-learn's ``average_precision_score`` for binary labels (the same computation as
-    ``seqnet_train.evaluation.ap.average_precision``, repeated here to keep this numpy only:
-    importing the training package's evaluation imports torch). 0 without positives."""
-    y_true = np.asarray(y_true, dtype=bool).ravel()
-    y_score = np.asarray(y_score, dtype=np.float64).ravel()
-    n_pos = int(y_true.sum())
-    if n_pos == 0:
-        return 0.0
-    order = np.argsort(-y_score, kind="stable")
-    score, hit = y_score[order], y_true[order]
-    ends = np.flatnonzero(np.r_[score[1:] != score[:-1], True])  # last index of each tie group
-    tps = np.cumsum(hit)[ends]
-    precision = tps / (ends + 1)
-    recall_step = np.diff(np.r_[0, tps]) / n_pos
-    return float(np.sum(recall_step * precision))
-
-
-def iou(a, b):
-    """IoU of every box of ``a`` (n x 4) with every box of ``b`` (m x 4), x1y1x2y2 (n x m)."""
-    a = np.asarray(a, np.float64).reshape(-1, 1, 4)
-    b = np.asarray(b, np.float64).reshape(1, -1, 4)
-    w = np.clip(np.minimum(a[..., 2], b[..., 2]) - np.maximum(a[..., 0], b[..., 0]), 0, None)
-    h = np.clip(np.minimum(a[..., 3], b[..., 3]) - np.maximum(a[..., 1], b[..., 1]), 0, None)
-    inter = w * h
-    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
-    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = inter / (area_a + area_b - inter)
-    return np.nan_to_num(out, nan=0.0)
-
-
 def load_run(run):
-    """(matches dict, {frames, counts, boxes, embeddings} of the video's unit)."""
+    """(matches dict, {frames, counts, boxes, embeddings, and times where the index has them}
+    of the video's unit)."""
     run = Path(run)
     try:
         matches = json.loads((run / "matches.json").read_text())
@@ -104,6 +99,8 @@ def load_run(run):
                     raise ScoreError(f"{run}/index.npz: several units, none is {wanted}")
                 n = units.index(wanted)
             unit = {a: data[f"{n}/{a}"] for a in ("frames", "counts", "boxes", "embeddings")}
+            if f"{n}/times" in data.files:
+                unit["times"] = data[f"{n}/times"]
     except (OSError, ValueError, KeyError) as e:
         raise ScoreError(f"{run}: no readable index.npz ({e.__class__.__name__})") from None
     if int(unit["counts"].sum()) != len(unit["boxes"]) or len(unit["boxes"]) != len(
@@ -133,7 +130,7 @@ def score_query(unit, truth_frames, pid, query, threshold, iou_min=0.5, min_visi
                 needed[row] = r["visible"] >= min_visible
     overlap = np.zeros(len(boxes), bool)  # detection overlaps its frame's appearance
     if len(boxes):
-        ious = iou(boxes, gt_box)[np.arange(len(boxes)), det_frame]
+        ious = pairwise_iou(boxes, gt_box)[np.arange(len(boxes)), det_frame]
         overlap = has[det_frame] & (ious >= iou_min)
     # AP: greedy by similarity, each appearance matched once
     taken = np.zeros(len(frames), bool)
@@ -176,26 +173,132 @@ def score_query(unit, truth_frames, pid, query, threshold, iou_min=0.5, min_visi
     }
 
 
-def score(run, truth, iou_min=0.5, threshold=None, min_visible=None):
-    """Every query's numbers and their mean: a JSON-ready dict."""
+def true_appearances(truth_frames, pid, frames, fps, gap=DEFAULT_GAP, min_visible=0.5):
+    """The person ``pid``'s appearances in the processed ``frames``: the frames where the truth
+    shows them (any part visible) grouped as ``seqnet_runtime.appearances`` groups a query's
+    matches, on the true boxes: split where two such frames are more than ``gap`` seconds
+    apart (``fps``: the video's frame rate) or the box jumps (back at another place).
+    ``[{"first", "last", "frames", "required"}]`` in time order: frame numbers, how many frames
+    show the person, and whether one of them shows at least ``min_visible`` of them (else the
+    appearance is *ignored*)."""
+    records, visible = [], {}
+    for f in frames:
+        if not 0 <= f < len(truth_frames):
+            raise ScoreError(f"the run processed frame {f}; the truth has {len(truth_frames)}")
+        rows = [r for r in truth_frames[f] if r["id"] == pid and r["visible"] > 0]
+        if rows:
+            visible[int(f)] = rows[0]["visible"]
+            records.append((int(f), f / fps, 1.0, rows[0]["box"]))
+    found = sorted(group_appearances(records, 1.0, gap=gap), key=lambda a: a.first)
+    return [
+        {"first": a.first, "last": a.last, "frames": a.frames,
+         "required": any(visible[r[0]] >= min_visible for r in a.track)}
+        for a in found
+    ]  # fmt: skip
+
+
+def predicted_appearances(unit, query, threshold, fps, gap=DEFAULT_GAP):
+    """A query's appearances (``seqnet_runtime.appearances``, JSON form) from the index: each
+    processed frame's most similar detection and its box, as ``seqnet-run`` groups them."""
+    frames, counts = unit["frames"], unit["counts"]
+    times = unit.get("times")
+    if times is None:
+        times = np.asarray(frames, np.float64) / fps
+    sims = unit["embeddings"].astype(np.float64) @ np.asarray(query, np.float64)
+    starts = np.r_[0, np.cumsum(counts)[:-1]].astype(int)
+    records = []
+    for f, t, n, lo in zip(frames, times, counts, starts):
+        if not n:
+            records.append((int(f), float(t), None, None))
+            continue
+        j = lo + int(np.argmax(sims[lo : lo + n]))
+        records.append((int(f), float(t), float(sims[j]), unit["boxes"][j].tolist()))
+    return to_json(group_appearances(records, threshold, gap=gap))
+
+
+def _person_box(truth_frames, pid, frame):
+    if not 0 <= frame < len(truth_frames):
+        raise ScoreError(f"an appearance's best frame is {frame}; the truth has "
+                         f"{len(truth_frames)}")  # fmt: skip
+    boxes = [r["box"] for r in truth_frames[frame] if r["id"] == pid and r["visible"] > 0]
+    return boxes[0] if boxes else None
+
+
+def score_appearances(
+    predicted, truth_frames, pid, frames, fps, gap=DEFAULT_GAP, iou_min=0.5, min_visible=0.5
+):
+    """Appearance precision and recall of one query (identity ``pid``); see the module doc.
+
+    ``predicted``: the query's appearances, ``seqnet_runtime.appearances`` dicts (``first``,
+    ``last``, ``best`` {``frame``, ``box``}; what matches.json holds) or ``Appearance``
+    objects; ``frames``: the processed frames (the true appearances are made of those).
+    ``true``, ``found`` and ``split`` count the required true appearances; ``ignored``, the
+    others (a predicted appearance on one is correct, and finds nothing)."""
+    predicted = [to_json([p])[0] if isinstance(p, Appearance) else p for p in predicted]
+    true = true_appearances(truth_frames, pid, frames, fps, gap, min_visible)
+    correct, finders = 0, [0] * len(true)
+    for p in predicted:
+        best = p["best"]
+        person = _person_box(truth_frames, pid, int(best["frame"]))
+        if person is None or best["box"] is None:
+            continue
+        if not pairwise_iou(best["box"], person)[0, 0] >= iou_min:  # NaN (no area): no
+            continue
+        correct += 1  # its best look is the person
+        if not true:
+            continue
+        # the true appearance nearest its best frame (0 inside), if the two overlap in time
+        f = int(best["frame"])
+        n = min(range(len(true)), key=lambda k: max(true[k]["first"] - f, f - true[k]["last"], 0))
+        if p["first"] <= true[n]["last"] and true[n]["first"] <= p["last"]:
+            finders[n] += 1
+    required = [k for t, k in zip(true, finders) if t["required"]]
+    found = sum(1 for k in required if k)
+    return {
+        "precision": round(correct / len(predicted), 4) if predicted else None,
+        "recall": round(found / len(required), 4) if required else None,
+        "predicted": len(predicted),
+        "correct": correct,
+        "true": len(required),
+        "found": found,
+        "split": sum(1 for k in required if k > 1),
+        "ignored": len(true) - len(required),
+    }
+
+
+def score(run, truth, iou_min=0.5, threshold=None, min_visible=None, gap=DEFAULT_GAP):
+    """Every query's numbers and their mean, and the appearance scores: a JSON-ready dict."""
     truth_path = Path(truth)
     try:
         truth = json.loads(truth_path.read_text())
-        frames_truth, names = truth["frames_truth"], truth["queries"]
+        frames_truth, names, fps = truth["frames_truth"], truth["queries"], float(truth["fps"])
     except (OSError, ValueError, KeyError) as e:
         raise ScoreError(f"{truth_path}: not a video truth file ({e.__class__.__name__})") from None
     matches, unit = load_run(run)
+    own = threshold is None or threshold == matches.get("threshold")  # the run's appearances
     if threshold is None:
         threshold = matches.get("threshold")
         if threshold is None:
             raise ScoreError("the run records no threshold; give --threshold")
     if min_visible is None:
         min_visible = truth.get("min_visible", 0.5)
-    per_query, skipped = {}, []
+    per_query, skipped, spans = {}, [], {}
     for q in matches.get("queries", []):
         if q.get("name") not in names:
             skipped.append(q.get("name"))
             continue
+        if own and q.get("appearances") is not None:
+            predicted, source = q["appearances"], "matches.json"
+        else:
+            predicted = predicted_appearances(unit, q["embedding"], threshold, fps, gap)
+            source = "index"
+        spans[q["name"]] = {
+            **score_appearances(
+                predicted, frames_truth, names[q["name"]], unit["frames"], fps, gap, iou_min,
+                min_visible,
+            ),
+            "from": source,
+        }  # fmt: skip
         per_query[q["name"]] = {
             "id": names[q["name"]],
             **score_query(
@@ -222,6 +325,18 @@ def score(run, truth, iou_min=0.5, threshold=None, min_visible=None):
         "skipped": skipped,
         "mean": {k: mean(k) for k in ("ap", "recall", "detected", "false_match_rate")}
         | {"false_matches": sum(v["false_matches"] for v in per_query.values())},
+        "appearances": {"gap": gap, "queries": spans, "overall": _overall(spans)},
+    }
+
+
+def _overall(spans):
+    """The appearance counts of every query pooled, and the precision and recall of the pool."""
+    keys = ("predicted", "correct", "true", "found", "split", "ignored")
+    n = {k: sum(v[k] for v in spans.values()) for k in keys}
+    return {
+        "precision": round(n["correct"] / n["predicted"], 4) if n["predicted"] else None,
+        "recall": round(n["found"] / n["true"], 4) if n["true"] else None,
+        **n,
     }
 
 
@@ -245,6 +360,17 @@ def table(result):
         f"{result['frames']} processed frames{note}, threshold {result['threshold']}, "
         f"IoU >= {result['iou']}, appearances at least {result['min_visible']} visible"
     )
+    spans = result.get("appearances")
+    if spans:
+        lines += ["", f"{'query':<10}{'precision':>10}{'recall':>8}{'correct':>9}{'found':>7}"
+                  f"{'split':>7}  appearances from"]  # fmt: skip
+        for name, v in [*spans["queries"].items(), ("overall", spans["overall"])]:
+            lines.append(
+                f"{name:<10}{fmt(v['precision']):>10}{fmt(v['recall']):>8}"
+                f"{v['correct']:>5}/{v['predicted']:<3}{v['found']:>3}/{v['true']:<3}"
+                f"{v['split']:>7}  {v.get('from', '')}"
+            )
+        lines.append(f"appearances: split at gaps over {spans['gap']:g} s")
     return "\n".join(lines)
 
 
@@ -255,10 +381,12 @@ def main(argv=None):
     p.add_argument("--iou", type=float, default=0.5, help="IoU for a detection to find a person")
     p.add_argument("--threshold", type=float, help="similarity threshold (default: the run's)")
     p.add_argument("--min-visible", type=float, help="visibility floor (default: the truth's)")
+    p.add_argument("--gap", type=float, default=DEFAULT_GAP, help="seconds of absence that end "
+                   "an appearance, for the appearance scores (default %(default)s)")  # fmt: skip
     p.add_argument("--json", help="also write the results to this file")
     args = p.parse_args(argv)
     try:
-        result = score(args.run, args.truth, args.iou, args.threshold, args.min_visible)
+        result = score(args.run, args.truth, args.iou, args.threshold, args.min_visible, args.gap)
     except ScoreError as e:
         sys.exit(f"video_search: error: {e}")
     print(table(result))
