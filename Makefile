@@ -41,7 +41,7 @@ format: $(DEV_STAMP)
 	$(BIN)/ruff check --fix .
 
 demo: $(STAMP)
-	$(BIN)/python -m seqnet_train.quickstart
+	$(BIN)/python -m seqnet_quickstart
 
 # FPS of every backend against the PyTorch baseline, default ResNet-50 (golden weights)
 bench: $(STAMP)

@@ -32,6 +32,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from seqnet_runtime import load
+from seqnet_runtime import package as package_format
 from seqnet_train.backend import ModelSession, checkpoint_cfg, to_tensor
 from seqnet_train.config import load_cfg
 from seqnet_train.modeling import build_model, load_checkpoint
@@ -233,7 +234,7 @@ def rows(model, cfg, args, device, skipped, scratch):
         skipped["onnxruntime"] = f"not run: {e.name} is not installed"
     if package is not None:
         ort_device = "cuda" if device.type == "cuda" else "cpu"
-        graphs = json.loads((Path(package) / "manifest.json").read_text())["graphs"]
+        graphs = package_format.read(package).graphs
         for precision in ("fp32", "fp16"):
             if precision in graphs:
                 note = "" if ort_device == "cuda" or precision == "fp32" else (

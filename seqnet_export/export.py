@@ -103,8 +103,9 @@ def _light_optimize(model):
     passes(model)
 
 
-def traced_model(model, opset=DEFAULT_OPSET, fp16=False):
-    """Both paths (``PackageGraph``) as one ONNX model taking network inputs (pixels ...)."""
+def traced_model(model, opset=DEFAULT_OPSET, fp16=False, engine=False):
+    """Both paths (``PackageGraph``) as one ONNX model taking network inputs (pixels ...);
+    ``engine``: the engine flavour's operators (``seqnet_export.engine_ops``)."""
     (pixels, resized, original), shapes, b = _network_example()
     n = pixels.shape[0]
     scalars = tuple(torch.tensor(v) for v in (0.5, 0.4, 0.5, 0.7))  # distinct tensors: aliased
@@ -117,7 +118,7 @@ def traced_model(model, opset=DEFAULT_OPSET, fp16=False):
     dynamic = shapes + ({0: b}, {0: b}, None, None, None, None, query_dims)
     names = NETWORK + DETECT_INPUTS + ("query_boxes",)
     outputs = DETECT_OUTPUTS + ("query_embeddings",)
-    return _trace(PackageGraph(model, fp16), args, dynamic, names, outputs, opset)
+    return _trace(PackageGraph(model, fp16, engine), args, dynamic, names, outputs, opset)
 
 
 def split(proto):
@@ -141,19 +142,22 @@ def split(proto):
     return {"detect": detect, "embed": embed}
 
 
-def build_graphs(model, preprocess, opset=DEFAULT_OPSET, fp16=False):
+def build_graphs(model, preprocess, opset=DEFAULT_OPSET, fp16=False, engine=False):
     """{"detect": ModelProto, "embed": ModelProto} taking images, pre-processing included.
 
-    ``preprocess``: dict with ``min_size``, ``max_size``, ``pixel_mean``, ``pixel_std``.
+    ``preprocess``: the manifest's ``seqnet_runtime.package.Preprocess``. ``engine``: the
+    engine flavour (``seqnet_export.graph``), whose graphs also take the host-computed resize
+    (``seqnet_export.preprocess.RESIZE_INPUTS``).
     """
-    graphs = split(traced_model(model, opset, fp16))
+    graphs = split(traced_model(model, opset, fp16, engine))
     for proto in graphs.values():
         with_preprocessing(
             proto,
-            preprocess["min_size"],
-            preprocess["max_size"],
-            preprocess["pixel_mean"],
-            preprocess["pixel_std"],
+            preprocess.min_size,
+            preprocess.max_size,
+            preprocess.pixel_mean,
+            preprocess.pixel_std,
+            engine=engine,
         )
         _name_dims(proto)
     return graphs

@@ -13,6 +13,14 @@ anchors, RoI heads) and rewrite only the glue:
 - RPN top-k runs over B x anchors padded with -inf, so that ``k`` never exceeds the anchors;
 - RoIAlign runs over all images' boxes with a batch index (torchvision's op, ``aligned=False``).
 
+The ``engine`` flavour (``PackageGraph(model, engine=True)``) is the same function from the
+operators TensorRT 10/11 and TensorRT-RTX build (``seqnet_export.engine_ops``, DEPLOY.md):
+RoIAlign as one Gather and one MatMul per chunk of RoIs (torchvision's values to the float
+rounding of the sums), NMS as a fixed-point Loop (torchvision's ``nms`` for the RPN, its
+``batched_nms`` coordinate trick for the heads, as the model runs them, ties included), top-k
+in TopK nodes of at most 3840, and stage 2 on all ``detections_per_img`` rows of every image
+(no slice whose size depends on the data), the padding masked as above.
+
 Inputs here are the network's: ``pixels`` (B, 3, Hp, Wp) normalised, resized and padded to a
 multiple of 32, plus the resized and original sizes as float tensors (h, w).
 ``seqnet_export.preprocess`` builds the ONNX nodes that compute them from plain images, so the
@@ -26,6 +34,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from seqnet_export import engine_ops
 from seqnet_export.ops import nms_fixed
 from seqnet_train.modeling.inference import fold_batchnorm
 
@@ -102,8 +111,9 @@ def take(values, index):
 class _Parts(nn.Module):
     """What both graphs share: the backbone, RoIAlign and the re-id head with its embedding."""
 
-    def __init__(self, model):
+    def __init__(self, model, engine=False):
         super().__init__()
+        self.engine = engine
         heads = model.roi_heads
         self.backbone = model.backbone
         self.reid_head = heads.reid_head
@@ -115,6 +125,12 @@ class _Parts(nn.Module):
 
     def pool(self, features, boxes):
         """RoIAlign of (B, K, 4) boxes, each on its image's map -> (B * K, C, h, w)."""
+        if self.engine:
+            pooled = engine_ops.roi_align(
+                features, boxes, self.pool_size, self.spatial_scale, self.sampling_ratio,
+                aligned=False, method="gather",
+            )  # fmt: skip
+            return pooled.reshape((-1,) + tuple(pooled.shape[2:]))
         batch, k = boxes.shape[:2]
         index = torch.arange(batch, device=boxes.device, dtype=boxes.dtype)
         index = index[:, None, None].expand(batch, k, 1)
@@ -135,34 +151,24 @@ class _Parts(nn.Module):
         return feats["feat_res5"], embeddings.reshape(boxes.shape[0], boxes.shape[1], self.dim)
 
 
-class EmbedGraph(_Parts):
-    """The query path: (pixels, resized_hw, original_hw, boxes (B, Q, 4) original pixels)
-    -> embeddings (B, Q, D), L2-normalised (``SeqNet.embed_boxes``)."""
-
-    def __init__(self, model, fp16=False):
-        super().__init__(export_copy(model, fp16))
-
-    def forward(self, pixels, resized_hw, original_hw, boxes):
-        features = self.backbone(pixels)
-        _, embeddings = self.embed(features, scale_boxes(boxes, resized_hw, original_hw))
-        return embeddings
-
-
-class DetectGraph(_Parts):
-    """The gallery path and CBGM's query-image-as-gallery mode (``SeqNet.predict``).
+class PackageGraph(_Parts):
+    """Both paths in one trace (one export instead of two); ``seqnet_export.export`` cuts the
+    ONNX graph into the detection and the query graph.
 
     forward(pixels, resized_hw, original_hw, context_boxes (B, 4) original pixels,
-    use_context (B,) float 0/1, score_thresh, nms_thresh, nms_thresh_refined, rpn_nms_thresh)
-    -> boxes (B, K, 4) original pixels, scores (B, K), embeddings (B, K, D), count (B,) int64:
-    the first ``count`` rows of each image are its detections (best first), the rest zeros.
-    Where ``use_context`` is 1 the image's context box takes part with score 1 and its own
-    embedding, and the embeddings are not confidence-weighted (CWS off), as
-    ``predict(images, context_boxes=...)``.
+    use_context (B,) float 0/1, score_thresh, nms_thresh, nms_thresh_refined, rpn_nms_thresh,
+    query_boxes (B, Q, 4) original pixels) -> boxes (B, K, 4) original pixels, scores (B, K),
+    embeddings (B, K, D), count (B,) int64 — the gallery path and CBGM's query-image-as-gallery
+    mode (``SeqNet.predict``): the first ``count`` rows of each image are its detections (best
+    first), the rest zeros; where ``use_context`` is 1 the image's context box takes part with
+    score 1 and its own embedding, and the embeddings are not confidence-weighted (CWS off) —
+    and query_embeddings (B, Q, D), the query path (``SeqNet.embed_boxes``) on the same
+    features.
     """
 
-    def __init__(self, model, fp16=False):
+    def __init__(self, model, fp16=False, engine=False):
         model = export_copy(model, fp16)
-        super().__init__(model)
+        super().__init__(model, engine)
         heads = model.roi_heads
         rpn = model.rpn
         self.rpn_head = rpn.head
@@ -206,7 +212,7 @@ class DetectGraph(_Parts):
         # top-k over the anchors, padded with -inf so that k never exceeds their number
         k = self.pre_nms_top_n
         padded = torch.cat([objectness, objectness.new_full((batch, k), float("-inf"))], dim=1)
-        top, index = padded.topk(k, dim=1)
+        top, index = engine_ops.topk(padded, k, dim=1) if self.engine else padded.topk(k, dim=1)
         total = objectness.shape[1]
         valid = index < total
         index = torch.clamp(index, max=total - 1)
@@ -216,36 +222,20 @@ class DetectGraph(_Parts):
         boxes = clip_boxes(boxes, resized_hw)
         scores = torch.sigmoid(top)
         valid = valid & big_enough(boxes, self.rpn_min_size) & (scores >= self.rpn_score_thresh)
-        keep, count = nms_fixed(
-            boxes, torch.where(valid, scores, INVALID), nms_thresh, self.post_nms_top_n
-        )
+        keep, count = self.nms(boxes, scores, valid, nms_thresh, self.post_nms_top_n)
         return take(boxes, keep), count
 
-    def forward(
-        self,
-        pixels,
-        resized_hw,
-        original_hw,
-        context_boxes,
-        use_context,
-        score_thresh,
-        nms_thresh,
-        nms_thresh_refined,
-        rpn_nms_thresh,
-    ):
-        features = self.backbone(pixels)
-        return self.detect(
-            features,
-            pixels,
-            resized_hw,
-            original_hw,
-            context_boxes,
-            use_context,
-            score_thresh,
-            nms_thresh,
-            nms_thresh_refined,
-            rpn_nms_thresh,
-        )
+    def nms(self, boxes, scores, valid, threshold, max_out, by_class=False):
+        """(B, max_out) indices kept by NMS over the ``valid`` rows, best first, and (B,)
+        counts. ``by_class``: the model's ``batched_nms`` with one class (the heads), whose
+        coordinate trick shifts the boxes by their maximum + 1 (float rounding: the engine
+        flavour does it too; the standard graphs run plain NMS)."""
+        if not self.engine:
+            return nms_fixed(boxes, torch.where(valid, scores, INVALID), threshold, max_out)
+        if by_class:
+            labels = torch.ones_like(scores, dtype=torch.int64)
+            return engine_ops.batched_nms(boxes, scores, labels, threshold, max_out, valid)
+        return engine_ops.nms(boxes, scores, threshold, max_out, valid)
 
     def detect(
         self,
@@ -260,7 +250,7 @@ class DetectGraph(_Parts):
         nms_thresh_refined,
         rpn_nms_thresh,
     ):
-        """``forward`` on the backbone's ``features``."""
+        """The gallery path on the backbone's ``features`` (``forward``'s inputs)."""
         batch = pixels.shape[0]
         proposals, n_proposals = self.proposals(pixels, features, resized_hw, rpn_nms_thresh)
         n = proposals.shape[1]
@@ -273,13 +263,13 @@ class DetectGraph(_Parts):
         boxes = self._decode_person(deltas, proposals, resized_hw)
         valid = (rank < n_proposals[:, None]) & (scores > score_thresh)
         valid = valid & big_enough(boxes, ROI_MIN_SIZE)
-        keep, n_det = nms_fixed(
-            boxes, torch.where(valid, scores, INVALID), nms_thresh, self.detections
-        )
-        # stage 2 runs on as many rows as the image with the most detections has
-        k = n_det.max().item()
-        torch._check(k >= 0)
-        torch._check(k <= self.detections)
+        keep, n_det = self.nms(boxes, scores, valid, nms_thresh, self.detections, by_class=True)
+        if self.engine:  # stage 2 on every row: no shape that depends on the data
+            k = min(self.detections, n)
+        else:  # stage 2 runs on as many rows as the image with the most detections has
+            k = n_det.max().item()
+            torch._check(k >= 0)
+            torch._check(k <= self.detections)
         boxes, scores = take(boxes, keep[:, :k]), take(scores, keep[:, :k])
         det_valid = torch.arange(k, device=pixels.device) < n_det[:, None]
 
@@ -300,8 +290,8 @@ class DetectGraph(_Parts):
         scores = torch.cat([scores, scores.new_ones(batch, 1)], dim=1)
         valid = torch.cat([valid, with_context[:, None]], dim=1)
         embeddings = torch.cat([det_embeddings, embeddings[:, k:]], dim=1)
-        keep, count = nms_fixed(
-            boxes, torch.where(valid, scores, INVALID), nms_thresh_refined, self.detections
+        keep, count = self.nms(
+            boxes, scores, valid, nms_thresh_refined, self.detections, by_class=True
         )
         present = torch.arange(self.detections, device=pixels.device) < count[:, None]
         boxes = scale_boxes(take(boxes, keep), original_hw, resized_hw)
@@ -316,12 +306,6 @@ class DetectGraph(_Parts):
         batch, k = boxes.shape[:2]
         decoded = self.box_coder.decode_single(deltas, boxes.reshape(-1, 4))
         return clip_boxes(decoded.reshape(batch, k, 2, 4)[:, :, 1], size)
-
-
-class PackageGraph(DetectGraph):
-    """Both paths in one trace (one export instead of two): DetectGraph's inputs and outputs,
-    plus ``query_boxes`` (B, Q, 4) -> ``query_embeddings`` (B, Q, D) on the same features.
-    ``seqnet_export.export`` cuts the ONNX graph into the detection and the query graph."""
 
     def forward(
         self,

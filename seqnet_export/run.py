@@ -6,7 +6,6 @@ runs before the export, so a mistake costs seconds and writes nothing.
 
 import importlib.util
 import logging
-import re
 import time
 from pathlib import Path
 
@@ -15,13 +14,7 @@ import torch
 
 from seqnet_export import engine
 from seqnet_export.export import DEFAULT_OPSET, MIN_OPSET, build_graphs, io_spec, save_graphs
-from seqnet_export.package import (
-    check_destination,
-    new_manifest,
-    sha256_file,
-    staged,
-    write_manifest,
-)
+from seqnet_export.package import check_destination, new_manifest, preprocess_of
 from seqnet_export.verify import (
     folder_images,
     parity_table,
@@ -29,7 +22,11 @@ from seqnet_export.verify import (
     verify_fp16,
     verify_fp32,
 )
+from seqnet_runtime import fs
+from seqnet_runtime import package as package_format
 from seqnet_runtime.errors import SeqNetError
+from seqnet_runtime.package import Graph
+from seqnet_train.modeling.checkpoint import read_checkpoint
 
 log = logging.getLogger("seqnet_export")
 
@@ -43,36 +40,14 @@ def default_out(ckpt):
     return ckpt.with_name(f"{ckpt.stem}_package")
 
 
-def _read(ckpt):
-    """The checkpoint dict, read with weights_only=True; its errors in one short line."""
-    from seqnet_train.modeling.checkpoint import read_checkpoint
-
-    try:
-        return read_checkpoint(ckpt)
-    except SeqNetError as e:
-        text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
-        if found:
-            raise SeqNetError(
-                f"cannot read checkpoint {ckpt}: it holds Python objects ({found.group(1)}), "
-                "which are not loaded (torch.load weights_only=True: only tensors and plain "
-                "values)"
-            ) from None
-        raise SeqNetError(text.splitlines()[0].split(". ")[0]) from None
-
-
 def load_config(checkpoint, ckpt, cfg_path):
     """(cfg, where it came from): ``--cfg`` if given, else the config our checkpoints carry."""
+    from seqnet_train.backend import checkpoint_cfg
     from seqnet_train.config import load_cfg
 
     if cfg_path:
         return load_cfg(cfg_path), str(cfg_path)
-    text = checkpoint.get("config")
-    if not isinstance(text, str):
-        raise SeqNetError(
-            f"{ckpt} carries no config (a released checkpoint?): give its config with --cfg"
-        )
-    return load_cfg(text=text, source=f"{ckpt}'s config"), "the checkpoint"
+    return checkpoint_cfg(ckpt, checkpoint=checkpoint), "the checkpoint"
 
 
 def check_opset(opset):
@@ -87,12 +62,10 @@ def check_opset(opset):
 
 
 def load_model(checkpoint, ckpt, cfg):
-    from seqnet_train.modeling import build_model
-    from seqnet_train.modeling.checkpoint import adapt_state_dict
+    from seqnet_train.modeling import build_model, load_checkpoint
 
     model = build_model(cfg, load_imagenet=False)
-    state = checkpoint["model"] if isinstance(checkpoint.get("model"), dict) else checkpoint
-    model.load_state_dict(adapt_state_dict(model, state, source=str(ckpt)), strict=False)
+    load_checkpoint(model, ckpt, checkpoint)
     return model.eval().requires_grad_(False)
 
 
@@ -100,31 +73,36 @@ def _mb(path):
     return Path(path).stat().st_size / 2**20
 
 
-def write_graphs(folder, model, *, opset=DEFAULT_OPSET, fp16=False, source=None, config_yaml="",
-                 batch_size=1):  # fmt: skip
-    """Trace ``model``'s graphs (fp32, and fp16 if asked) into ``folder`` with their
-    manifest (no parity figures yet); returns the manifest."""
-    transform = model.transform
-    preprocess = {
-        "min_size": transform.min_size[-1],
-        "max_size": transform.max_size,
-        "pixel_mean": transform.image_mean,
-        "pixel_std": transform.image_std,
-    }
-    graphs = {}
-    for half in (False, True) if fp16 else (False,):
-        t = time.perf_counter()
-        built = build_graphs(model, preprocess, opset, fp16=half)
-        suffix = "_fp16" if half else ""
-        graphs.update({f"{name}{suffix}": proto for name, proto in built.items()})
-        precision = "fp16" if half else "fp32"
-        log.info("traced the %s graphs in %.0f s", precision, time.perf_counter() - t)
+def graph_key(flavour, name):
+    """The file stem of graph ``name`` of ``flavour``: detect, detect_fp16, detect_engine_fp32,
+    detect_engine_fp16."""
+    return name if flavour == "fp32" else f"{name}_{flavour}"
+
+
+def write_graphs(folder, model, *, opset=DEFAULT_OPSET, fp16=False, engine=False, source=None,
+                 config_yaml="", batch_size=1):  # fmt: skip
+    """Trace ``model``'s graphs (fp32, and fp16 if asked; with ``engine`` the engine flavour
+    of each too) into ``folder`` with their manifest (no parity figures yet); returns the
+    manifest."""
+    preprocess = preprocess_of(model)
+    graphs, flavours = {}, {}
+    for kind in ("standard", "engine") if engine else ("standard",):
+        for precision in ("fp32", "fp16") if fp16 else ("fp32",):
+            flavour = precision if kind == "standard" else f"{kind}_{precision}"
+            t = time.perf_counter()
+            built = build_graphs(
+                model, preprocess, opset, fp16=precision == "fp16", engine=kind == "engine"
+            )
+            for name, proto in built.items():
+                graphs[graph_key(flavour, name)] = proto
+                flavours[graph_key(flavour, name)] = (flavour, name)
+            log.info("traced the %s graphs in %.0f s", flavour, time.perf_counter() - t)
     files = save_graphs(graphs, folder)
     del graphs
     specs = {}
     for key, file in files.items():
-        name, _, half = key.partition("_")
-        specs.setdefault(half or "fp32", {})[name] = {"file": file, **io_spec(folder / file)}
+        flavour, name = flavours[key]
+        specs.setdefault(flavour, {})[name] = Graph(file=file, **io_spec(folder / file))
     sizes = ", ".join(f"{p.name} {_mb(p):.1f} MB" for p in sorted(Path(folder).iterdir()))
     log.info("wrote and checked the graphs (onnx.checker, shape inference): %s", sizes)
     manifest = new_manifest(
@@ -135,7 +113,7 @@ def write_graphs(folder, model, *, opset=DEFAULT_OPSET, fp16=False, source=None,
         graphs=specs,
         batch_size=batch_size,
     )
-    write_manifest(folder, manifest)
+    package_format.write(folder, manifest)
     return manifest
 
 
@@ -162,7 +140,7 @@ def export_package(
         raise SeqNetError(f"--engine: {what}; export without --engine here")
     if verify_images is not None and not Path(verify_images).is_dir():
         raise SeqNetError(f"--verify-images {verify_images}: no such folder")
-    checkpoint = _read(ckpt)
+    checkpoint = read_checkpoint(ckpt)
     config, source = load_config(checkpoint, ckpt, cfg)
     out = check_destination(out or default_out(ckpt))
     if threads:
@@ -182,8 +160,8 @@ def export_package(
     from seqnet_runtime.onnx_backend import OnnxSession
     from seqnet_train.modeling.inference import optimize_for_inference
 
-    with staged(out) as tmp:
-        source = {"checkpoint": Path(ckpt).name, "sha256": sha256_file(ckpt)}
+    with fs.atomic_dir(out) as tmp:
+        source = {"checkpoint": Path(ckpt).name, "sha256": fs.sha256_file(ckpt)}
         manifest = write_graphs(
             tmp, model, opset=opset, fp16=fp16, source=source, config_yaml=config.dump(),
             batch_size=config.INPUT.BATCH_SIZE_TEST,
@@ -212,7 +190,7 @@ def export_package(
         passed = all(p["passed"] for p in parity.values())
         parity["passed"] = passed
         parity["forced"] = bool(force and not passed)
-        manifest["parity"] = parity
+        manifest.parity = parity
         for line in parity_table(parity):
             log.info(line)
         if not passed and not force:
@@ -226,8 +204,8 @@ def export_package(
                 "written (--force writes the package, marked as failing parity)"
             )
         if engine_build:
-            manifest["engines"].append(engine.build(tmp, manifest))
-        write_manifest(tmp, manifest)
+            manifest.engines.append(engine.build(tmp, manifest))
+        package_format.write(tmp, manifest)
     log.info(
         "wrote %s in %.0f s%s", out, time.perf_counter() - start,
         "" if passed else " (FAILING parity, --force)",

@@ -11,8 +11,9 @@ The contract (DEPLOY.md, "What parity means"):
   CPU provider runs an fp16 graph by casting each operator to fp32, so this checks the
   accuracy of fp16 storage between operators, not of fp16 arithmetic on a GPU.
 
-Sample images are synthetic scenes with people (``seqnet_train.data.synth_draw``) unless the
-user gives a folder; the people's boxes, or boxes spread over the image, are the queries.
+Sample images are synthetic scenes with people, drawn by the training package's renderer
+(``seqnet_train.data.synth_draw``: the exporter builds on the training package anyway) unless
+the user gives a folder; the people's boxes, or boxes spread over the image, are the queries.
 """
 
 import contextlib
@@ -22,7 +23,10 @@ import time
 import numpy as np
 import torch
 
+from seqnet_runtime.boxes import pairwise_iou
+from seqnet_runtime.errors import SeqNetError
 from seqnet_runtime.images import list_images, read_pil, to_array
+from seqnet_train.data.synth_draw import camera_style, random_look, render
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +38,6 @@ MAX_USER_IMAGES = 4
 
 def synthetic_images(seed=0, sizes=SAMPLE_SIZES):
     """[(H x W x 3 uint8 image, (k, 4) float32 boxes of its people)], deterministic."""
-    from seqnet_train.data.synth_draw import camera_style, random_look, render
-
     rng = np.random.default_rng(seed)
     out = []
     for height, width in sizes:
@@ -60,8 +62,6 @@ def folder_images(folder, limit=MAX_USER_IMAGES):
     spread of person-shaped boxes (the query path needs some)."""
     paths = list_images(folder)[:limit]
     if not paths:
-        from seqnet_runtime.errors import SeqNetError
-
         raise SeqNetError(f"--verify-images {folder}: no images in it")
     out = []
     for path in paths:
@@ -108,13 +108,16 @@ def compare_detections(ref, ours):
 @contextlib.contextmanager
 def _score_thresh(model, session, value):
     """Both sides at score threshold ``value`` (None: as they are) for a while."""
-    saved = model.roi_heads.score_thresh, session.thresholds["score_thresh"]
-    if value is not None:
-        model.roi_heads.score_thresh = session.thresholds["score_thresh"] = value
-    try:
+    if value is None:
         yield
+        return
+    saved = model.roi_heads.score_thresh
+    model.roi_heads.score_thresh = value
+    try:
+        with session.override(score_thresh=value):
+            yield
     finally:
-        model.roi_heads.score_thresh, session.thresholds["score_thresh"] = saved
+        model.roi_heads.score_thresh = saved
 
 
 def _worst(rows, key):
@@ -179,15 +182,6 @@ def verify_fp32(model, session, samples):
     return figures, runs
 
 
-def box_iou(a, b):
-    """(n, m) IoU of x1y1x2y2 boxes."""
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(-1)
-    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
-    return inter / np.maximum(area(a)[:, None] + area(b)[None] - inter, 1e-12)
-
-
 def _cosine(a, b):
     na = np.linalg.norm(a, axis=-1)
     nb = np.linalg.norm(b, axis=-1)
@@ -208,19 +202,13 @@ def verify_fp16(session16, samples, runs32):
             ref = run[mode]
             thresh = 0.0 if mode == "candidates" else session16.thresholds["score_thresh"]
             ctx = [boxes[:1]] if mode == "cbgm" else None
-            saved, session16.thresholds["score_thresh"] = (
-                session16.thresholds["score_thresh"],
-                thresh,
-            )
-            try:
+            with session16.override(score_thresh=thresh):
                 ours = session16.detect([image], ctx)[0]
-            finally:
-                session16.thresholds["score_thresh"] = saved
             keep = ref["scores"] >= FP16_SCORE
             considered += int(keep.sum())
             if not keep.any() or not len(ours["boxes"]):
                 continue
-            iou = box_iou(ref["boxes"][keep], ours["boxes"])
+            iou = np.nan_to_num(pairwise_iou(ref["boxes"][keep], ours["boxes"]))
             best = iou.argmax(1)
             ok = iou[np.arange(len(best)), best] >= FP16_IOU
             matched += int(ok.sum())

@@ -11,7 +11,7 @@ so each can be rerun or changed on its own.
 Training runs in bf16 on CPUs with bf16 instructions (AMX or AVX512-BF16: 1.3-1.8x faster steps
 there) and in fp32 elsewhere (where bf16 is emulated and slower); ``--precision`` overrides it.
 
-    python -m seqnet_train.quickstart [--out demo_output] [--cfg configs/demo_cpu.yaml]
+    python -m seqnet_quickstart [--out demo_output] [--cfg configs/demo_cpu.yaml]
 """
 
 import argparse
@@ -26,8 +26,10 @@ from pathlib import Path
 
 import torch
 
+from seqnet_export.cli import main as export
 from seqnet_runtime.gallery import open_gallery
-from seqnet_runtime.index import make_unit, save_index
+from seqnet_runtime.index import IndexWriter
+from seqnet_runtime.run import run
 from seqnet_train.backend import model_key
 from seqnet_train.cli import main as seqnet
 from seqnet_train.config import load_cfg
@@ -35,7 +37,7 @@ from seqnet_train.data import load_cuhk_protocol, load_split
 from seqnet_train.evaluation.outputs import load_outputs, split_rows
 from seqnet_train.evaluation.run import outputs_path
 
-log = logging.getLogger("seqnet_train.quickstart")
+log = logging.getLogger("seqnet_quickstart")
 
 # The synthetic benchmark: sizes only; the generator's difficulty is its own.
 DATA = dict(seed=0, train_images=400, test_images=150, train_ids=80, test_ids=30)
@@ -79,7 +81,7 @@ def main(argv=None):
 
     pool = load_split("CUHK-SYSU", data, "gallery")
     gallery = _gallery_folder(pool, out / "gallery")
-    index = out / "gallery_index.npz"
+    index = out / "gallery_index"
     _index_from_evaluation(cfg, ckpt, pool, gallery, index)
     images = {r["img_name"]: r["img_path"] for r in load_split("CUHK-SYSU", data, "query")}
     for q, query in enumerate(load_cuhk_protocol(str(data), 50)[:QUERIES]):
@@ -126,9 +128,6 @@ def _timed(title, timings, func, *args):
 def _video_search(out, ckpt, timings):
     """Export the trained model, write a video of the test identities with its truth, search
     it for the video's queries on ONNX Runtime, and score the run: the deployment half."""
-    from seqnet_export.cli import main as export
-    from seqnet_runtime.run import run
-
     package, video, run_out = out / "model", out / "video", out / "run"
     shutil.rmtree(package, ignore_errors=True)  # this run's model replaces an earlier export
     _timed("export", timings, export, ["--ckpt", str(ckpt), "--out", str(package)])
@@ -182,32 +181,20 @@ def _gallery_folder(pool, folder):
 
 def _index_from_evaluation(cfg, ckpt, pool, folder, path):
     """The search index of the test pool, from the evaluation's detections (same model, same
-    config): the searches do not detect the pool again (half a minute on 2 cores)."""
+    config, so the same people): the searches do not detect the pool again (half a minute on 2
+    cores)."""
     outputs = load_outputs(outputs_path(cfg, cfg.OUTPUT_DIR))
-    files = {r["img_name"]: r["img_path"] for r in pool}
-    save_index(path, units_from_outputs(outputs, files, open_gallery(folder)), model_key(cfg, ckpt))
-
-
-def units_from_outputs(outputs, files, gallery):
-    """The index units of an evaluated gallery from the evaluation's outputs
-    (``seqnet_train.evaluation.outputs``): the same model and config detect the same people,
-    so a search of that gallery need not detect it again.
-
-    ``files``: the outputs' gallery image names -> their files, each one an image of ``gallery``.
-    """
-    signatures = gallery.units()
+    files = {r["img_name"]: str(Path(r["img_path"]).resolve()) for r in pool}
+    signatures = open_gallery(folder).units()
     counts = outputs["gallery_counts"]
-    units = {}
-    for name, dets, feats in zip(
-        outputs["gallery_names"],
-        split_rows(outputs["gallery_dets"], counts),
-        split_rows(outputs["gallery_feats"], counts),
-    ):
-        key = str(Path(files[name]).resolve())
-        found = {"boxes": dets[:, :4], "scores": dets[:, 4], "embeddings": feats}
-        units[key] = make_unit(signatures[key], [(-1, 0.0, found)], feats.shape[1])
-    return units
-
-
-if __name__ == "__main__":
-    main()
+    feats = outputs["gallery_feats"]
+    index = IndexWriter(path, model_key(cfg, ckpt), feats.shape[1])
+    for name, dets, emb in zip(
+        outputs["gallery_names"], split_rows(outputs["gallery_dets"], counts),
+        split_rows(feats, counts),
+    ):  # fmt: skip
+        key = files[name]
+        found = {"boxes": dets[:, :4], "scores": dets[:, 4], "embeddings": emb}
+        index.add(key, signatures[key], -1, 0.0, found)
+        index.end(key)
+    index.close()

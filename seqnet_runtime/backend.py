@@ -1,22 +1,34 @@
 """The runtime's one interface to a model: a *session* that detects and embeds people.
 
-Every backend (PyTorch, ONNX Runtime, TensorRT) implements ``Session``; the search app, the
-evaluation and the benchmarks talk to nothing else. ``load`` opens one by name, importing the
-backend's module (and its heavy libraries) only then.
+Every backend (ONNX Runtime, OpenVINO, TensorRT, PyTorch) implements ``Session``; the search
+app, the evaluation and the benchmarks talk to nothing else. Backends are registered, not
+named here: the runtime's own below, any other through the ``seqnet.backends`` entry point
+group (the training package registers ``torch`` so). ``load`` opens one by name, importing
+its module (and its heavy libraries) only then.
 """
 
 import importlib
+from importlib import metadata
 
 import numpy as np
 
 from seqnet_runtime.errors import SeqNetError
 
-# name -> "module:factory"; a factory takes (model, **options) and returns a Session.
-BACKENDS = {
-    "torch": "seqnet_train.backend:TorchSession",
+ENTRY_POINTS = "seqnet.backends"
+# name -> "module:factory"; a factory takes (model, **options) and returns a Session
+RUNTIME_BACKENDS = {
     "onnxruntime": "seqnet_runtime.onnx_backend:OnnxSession",
+    "openvino": "seqnet_runtime.openvino_backend:OpenVinoSession",
 }
-AUTO_ORDER = ("onnxruntime", "torch")  # fastest first: what ``backend="auto"`` tries
+AUTO_ORDER = ("onnxruntime", "openvino")  # then the others: what ``backend="auto"`` tries
+
+
+def backends():
+    """{name: "module:factory"} of every registered backend, the runtime's first."""
+    found = dict(RUNTIME_BACKENDS)
+    for entry in metadata.entry_points(group=ENTRY_POINTS):
+        found.setdefault(entry.name, entry.value)
+    return found
 
 
 class Session:
@@ -91,18 +103,22 @@ def as_boxes(boxes):
 
 
 def load(model, backend="auto", **options):
-    """Open ``model`` on ``backend`` (one of BACKENDS, or ``auto``: the first that loads).
+    """Open ``model`` on ``backend`` (registered, or ``auto``: the first that loads).
 
     ``model`` is what the backend reads (a model package; for ``torch`` a checkpoint);
     ``options`` are the backend's own (device, precision, config ...).
     """
-    names = AUTO_ORDER if backend == "auto" else (backend,)
-    for name in names:
-        if name not in BACKENDS:
-            raise SeqNetError(f"unknown backend {name!r}; expected one of {sorted(BACKENDS)}")
+    registry = backends()
+    if backend == "auto":
+        names = [n for n in AUTO_ORDER if n in registry]
+        names += [n for n in registry if n not in names and n != "tensorrt"]
+    elif backend in registry:
+        names = [backend]
+    else:
+        raise SeqNetError(f"unknown backend {backend!r}; expected one of {sorted(registry)}")
     missing = []
     for name in names:
-        module, factory = BACKENDS[name].split(":")
+        module, factory = registry[name].split(":")
         try:
             cls = getattr(importlib.import_module(module), factory)
         except ImportError as e:

@@ -1,6 +1,7 @@
-"""``seqnet-run INPUT --query crop.jpg``: find people in a video, a folder of images or an image.
+"""``seqnet-run INPUT... --query crop.jpg``: find people in a video, a folder of images or an
+image, or in a whole archive of them (``seqnet_runtime.archive``).
 
-Needs a model package (``seqnet-export``) and ONNX Runtime or TensorRT; no PyTorch unless
+Needs a model package (``seqnet-export``) and a runtime backend; no PyTorch unless
 ``--backend torch`` is asked for.
 """
 
@@ -9,15 +10,24 @@ import sys
 
 import click
 
+from seqnet_runtime.appearances import DEFAULT_GAP
+from seqnet_runtime.backend import backends
 from seqnet_runtime.cli_common import HELP
 from seqnet_runtime.errors import SeqNetError
 
 
 @click.command(
     context_settings=HELP,
-    help="Find people in a video, a folder of images or one image, from crops of them.",
+    help="Find people in a video, a folder of images or one image, or in an archive of many "
+    "(several inputs, a folder of videos, a glob, --inputs FILE), from crops of them.",
 )
-@click.argument("input", type=click.Path())
+@click.argument("inputs", nargs=-1, type=click.Path())
+@click.option(
+    "--inputs",
+    "list_file",
+    type=click.Path(),
+    help="a file listing inputs, one per line (an archive search)",
+)
 @click.option(
     "--query",
     "queries",
@@ -39,13 +49,20 @@ from seqnet_runtime.errors import SeqNetError
     "--backend",
     default="auto",
     show_default=True,
-    type=click.Choice(["auto", "onnxruntime", "torch"]),
+    type=click.Choice(["auto", *sorted(backends())]),
 )
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["cpu", "cuda"]))
 @click.option(
     "--precision",
     type=click.Choice(["fp32", "fp16"]),
     help="graphs to run [default: fp16 on cuda where the package has them, else fp32]",
+)
+@click.option(
+    "--graphs",
+    default="standard",
+    show_default=True,
+    type=click.Choice(["standard", "engine"]),
+    help="the package's graphs to run: standard, or the engine graphs TensorRT builds",
 )
 @click.option("--every", default=1, show_default=True, type=int, help="use every N-th frame")
 @click.option("--batch", type=int, help="frames per batch [default: the backend's]")
@@ -56,20 +73,49 @@ from seqnet_runtime.errors import SeqNetError
     type=float,
     help="similarity from which a detection is labelled a match",
 )
+@click.option(
+    "--gap",
+    default=DEFAULT_GAP,
+    show_default=True,
+    type=float,
+    help="seconds below the threshold (or away) that end an appearance",
+)
 @click.option("--topk", default=10, show_default=True, type=int, help="best hits per query")
 @click.option("--out", default="run_output", show_default=True, help="output folder")
 @click.option("--no-video", is_flag=True, help="skip annotated.mp4")
-def main(input, queries, box, model, backend, device, precision, every, batch, threshold, topk,
-         out, no_video):  # fmt: skip
+@click.option(
+    "--segment",
+    type=float,
+    help="cut videos into segments of this many seconds, spread over the workers (archive)",
+)
+@click.option(
+    "--ray",
+    is_flag=False,
+    flag_value="auto",
+    default=None,
+    metavar="[auto|ADDRESS]",
+    help="detect on a Ray cluster: auto starts or joins a local one ('seqnet[cluster]')",
+)
+@click.option("--workers", default=1, show_default=True, type=int, help="Ray workers (--ray)")
+def main(inputs, list_file, queries, box, model, backend, device, precision, graphs, every, batch,
+         threshold, gap, topk, out, no_video, segment, ray, workers):  # fmt: skip
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    from seqnet_runtime.archive import is_archive, search_archive
     from seqnet_runtime.run import run
 
+    options = dict(
+        box=box, model=model, backend=backend, device=device, precision=precision,
+        graphs=graphs, every=every, batch=batch, threshold=threshold, gap=gap, topk=topk,
+        out=out, annotate=not no_video,
+    )  # fmt: skip
     try:
-        result = run(
-            input, list(queries), box=box, model=model, backend=backend, device=device,
-            precision=precision, every=every, batch=batch, threshold=threshold, topk=topk,
-            out=out, annotate=not no_video,
-        )  # fmt: skip
+        if is_archive(inputs, list_file, segment, ray):
+            report = search_archive(inputs, list(queries), list_file=list_file, segment=segment,
+                                    ray=ray, workers=workers, **options)  # fmt: skip
+            for s in report["skipped"]:
+                click.echo(f"seqnet-run: skipped {s['input']}: {s['reason']}", err=True)
+            return
+        result = run(inputs[0], list(queries), **options)
     except SeqNetError as e:
         sys.exit(f"seqnet-run: error: {e}")
     except KeyboardInterrupt:

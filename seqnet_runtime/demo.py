@@ -9,10 +9,11 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from seqnet_runtime import draw
+from seqnet_runtime import draw, fs
 from seqnet_runtime.errors import SeqNetError
+from seqnet_runtime.gallery import ImageGallery
 from seqnet_runtime.images import check_box, read_pil, to_array
-from seqnet_runtime.output import check_out, staged_dir
+from seqnet_runtime.stream import Query, search_pass
 
 log = logging.getLogger(__name__)
 
@@ -34,23 +35,28 @@ def prepare(query, box, gallery, out, topk=5):
     if topk < 1:
         raise SeqNetError(f"--topk must be 1 or more, got {topk}")
     out = Path(out)
-    check_out(out, ["summary.png"])
+    fs.check_out(out, ["summary.png"])
     query_image = read_pil(query)
     box = check_box(box, *query_image.size)
     return Demo(query_image, box, list(gallery), [read_pil(p) for p in gallery], out, topk)
 
 
 def demo(session, job):
-    """Detect with ``session``, then draw every gallery image and the summary strip."""
-    query = session.embed(to_array(job.query_image), job.box[None])[0]
-    batch = session.batch_size
-    dets = [
-        d
-        for i in range(0, len(job.gallery), batch)
-        for d in session.detect([to_array(im) for im in job.gallery[i : i + batch]])
-    ]
+    """Detect with ``session`` in the search pass, then draw every gallery image and the
+    summary strip."""
+    query = Query("query", None, job.query_image, job.box)
+    query.embedding = session.embed(to_array(job.query_image), job.box[None])[0]
+    gallery, found = ImageGallery(job.paths), {}
+    result = search_pass(
+        session, gallery, [query], {}, batch=session.batch_size,
+        on_frame=lambda unit, frame, array, dets, sims: found.setdefault(unit, dets),
+    )  # fmt: skip
+    if result.partial:
+        raise KeyboardInterrupt
+    dets = [found[str(Path(p).resolve())] for p in job.paths]
+    query = query.embedding
     matches = []  # (similarity, gallery index, box)
-    with staged_dir(job.out) as tmp:
+    with fs.atomic_dir(job.out) as tmp:
         for n, (path, image, det) in enumerate(zip(job.paths, job.gallery, dets, strict=True)):
             sims = det["embeddings"] @ query
             best = int(sims.argmax()) if len(sims) else None

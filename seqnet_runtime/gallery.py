@@ -16,7 +16,23 @@ def _stat(path):
     return [int(st.st_size), int(st.st_mtime_ns)]
 
 
-class ImageGallery:
+class Gallery:
+    """What every gallery offers besides its units and frames."""
+
+    def frames_at(self, hits):
+        """{(unit, frame): PIL image} for the frames of ``hits`` (dicts with ``unit`` and
+        ``frame``), each unit decoded once."""
+        wanted = {}
+        for h in hits:
+            wanted.setdefault(h["unit"], set()).add(h["frame"])
+        return {
+            (unit, i): im
+            for unit, frames in wanted.items()
+            for i, _, im in self.frames(unit, frames)
+        }
+
+
+class ImageGallery(Gallery):
     """Image files; each one a unit with one frame."""
 
     def __init__(self, paths):
@@ -39,7 +55,7 @@ class ImageGallery:
         images.check_images(self.paths)
 
 
-class VideoGallery:
+class VideoGallery(Gallery):
     """One video file: one unit whose frames are every ``every``-th decoded frame."""
 
     def __init__(self, path, every):

@@ -17,6 +17,8 @@ h1 { font-size: 20px; margin: 0 0 4px; }
 .query { border-left: 4px solid #3c8cff; }
 .best { border-left: 4px solid #28c83c; }
 .none { color: #a00; font-size: 15px; }
+.strip img { display: inline-block; height: 64px; width: 32px; margin: 4px 2px 0 0; }
+h3 { font-size: 14px; margin: 10px 0 6px; color: #444; }
 """
 
 
@@ -58,9 +60,32 @@ def page(query, matches, gallery, note=""):
     )
 
 
+def _appearance_card(a, rank, is_video):
+    """One appearance (with its pictures; None when none were drawn for it)."""
+    if "thumb" not in a:
+        return None
+    best = a["best"]
+    if is_video:
+        when = (
+            f"seen {a['start']:.2f}&ndash;{a['end']:.2f} s ({a['duration']:.1f} s, "
+            f"{a['frames']} frames); best at {best['time']:.2f} s"
+        )
+    else:
+        when = _e(a["image"])
+    strip = "".join(f'<img src="{_e(s)}" alt="track">' for s in a["strip"])
+    return (
+        f'<div class="card best"><img class="crop" src="{_e(a["crop"])}" alt="appearance {rank}">'
+        f'<div class="score">#{rank} &nbsp;{best["similarity"]:.3f}</div><div>{when}</div>'
+        f'<div class="strip">{strip}</div>'
+        f'<a href="{_e(a["thumb"])}"><img class="full" src="{_e(a["thumb"])}" '
+        f'alt="appearance {rank}"></a></div>'
+    )
+
+
 def run_page(report, annotated):
-    """``seqnet-run``'s page: per query its crop and best hits (crops and marked frames), the
-    timeline, and a link to the annotated video. ``report``: matches.json's contents."""
+    """``seqnet-run``'s page: per query its crop, its appearances (best crop, marked frame,
+    time span, a strip of crops along the track), then its best frames, the timeline and a
+    link to the annotated video. ``report``: matches.json's contents."""
     is_video = report["kind"] == "video"
     sections = []
     for q in report["queries"]:
@@ -68,6 +93,15 @@ def run_page(report, annotated):
             f'<div class="card query"><img class="crop" src="{_e(q["crop"])}" alt="query">'
             f'<div class="score">{_e(q["name"])}</div><div>{_e(q["image"])}</div></div>'
         ]
+        seen = [_appearance_card(a, r, is_video) for r, a in enumerate(q["appearances"], 1)]
+        shown = sum("thumb" in a for a in q["appearances"])
+        more = len(q["appearances"]) - shown
+        appearances = (
+            f"<h3>{len(q['appearances'])} appearance{'s' * (len(q['appearances']) != 1)} at "
+            f"similarity &ge; {report['threshold']:g}{f' ({more} not shown)' if more else ''}"
+            f'</h3>\n<div class="grid">\n' + "\n".join(c for c in seen if c) + "\n</div>"
+            "\n<h3>best frames</h3>"
+        )
         for h in q["hits"]:
             where = f"frame {h['frame']} ({h['time']:.2f} s)" if is_video else _e(h["image"])
             above = h["similarity"] >= report["threshold"]
@@ -82,7 +116,9 @@ def run_page(report, annotated):
         if not q["hits"]:
             cards.append('<p class="none">No person was detected.</p>')
         sections.append(
-            f'<h2>{_e(q["name"])}</h2>\n<div class="grid">\n' + "\n".join(cards) + "\n</div>"
+            f'<h2>{_e(q["name"])}</h2>\n{appearances}\n<div class="grid">\n'
+            + "\n".join(cards)
+            + "\n</div>"
         )
     partial = ' · <b class="none">partial: stopped before the end</b>' if report["partial"] else ""
     video = ' · <a href="annotated.mp4">annotated video</a>' if annotated else ""

@@ -7,44 +7,32 @@ gallery index ``index.npz``, so that the next query on the same input and model 
 nothing again. Ctrl-C stops the pass and writes what was done, marked partial.
 """
 
-import json
 import logging
 import os
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-from tqdm import tqdm
 
-from seqnet_runtime import draw, html, timeline, video
+from seqnet_runtime import draw, fs, html, timeline, video
+from seqnet_runtime.appearances import DEFAULT_GAP, group_appearances, image_appearances, to_json
 from seqnet_runtime.backend import load
 from seqnet_runtime.errors import SeqNetError
 from seqnet_runtime.gallery import ImageGallery, VideoGallery, open_gallery
 from seqnet_runtime.images import IMAGE_EXTS, check_box, read_pil, to_array
-from seqnet_runtime.index import load_index, make_unit, rank, save_index
-from seqnet_runtime.output import check_out, staged_dir
-from seqnet_runtime.stream import frames_with_detections
+from seqnet_runtime.index import IndexWriter, load_index
+from seqnet_runtime.stream import Query, search_pass
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1  # of matches.json
+FORMAT_VERSION = 2  # of matches.json; 2 added appearances and gap
 MARKERS = ("matches.json",)  # an --out holding this is ours to replace
+INDEX = "index"  # the gallery index's folder in --out
 DEFAULT_MODEL = Path("demo_output/model")  # what `make demo` exports
 MIN_QUERY_SIDE = 16  # pixels: smaller crops hold too little of a person to search for
 IMAGE_FPS = 2  # frames per second of annotated.mp4 for a folder of images
 THUMB_WIDTH = 640
-
-
-@dataclass
-class Query:
-    name: str
-    path: Path
-    image: Image.Image
-    box: np.ndarray
-    embedding: np.ndarray = None
-    per_frame: list = field(default_factory=list)  # best similarity per frame (None: nobody)
+APPEARANCES_SHOWN = 10  # per query on the page (matches.json has them all)
+STRIP = 6  # crops in an appearance's thumbnail strip
 
 
 def read_queries(paths, box=None):
@@ -101,112 +89,71 @@ def open_input(path, every):
     return gallery
 
 
-@dataclass
-class Run:
-    """What the pass produced."""
-
-    units: dict  # what was processed, to rank
-    kept: dict  # complete units, for the index
-    frames: int  # frames processed
-    partial: bool  # stopped by Ctrl-C
-    seconds: float
-
-
-def _frame_labels(queries, sims, threshold):
-    """Each query's best detection in a frame, labelled when at or above ``threshold``."""
-    labels = []
-    for n, (q, s) in enumerate(zip(queries, sims)):
-        if len(s) and s.max() >= threshold:
-            j = int(s.argmax())
-            labels.append((j, f"{q.name} {s[j]:.2f}", draw.query_colour(n)))
-    return labels
-
-
-def search_pass(session, gallery, queries, cached, writer, *, batch, threshold):
-    """Detect (or take from ``cached``, a loaded index) every frame's people, compare them with
-    every query (filling each query's ``per_frame``), and hand each drawn frame to ``writer``
-    (``video.VideoWriter`` or None). Ctrl-C ends the pass early: what was done is returned."""
-    current = gallery.units()
-    valid = {k: u for k, u in cached.items() if k in current and u["sig"] == current[k]}
-    log.info("gallery index: %d of %d units reused", len(valid), len(current))
-    rows, seen, partial, start = {}, [], False, time.perf_counter()
-    bar = tqdm(total=gallery.size_hint(list(current)), desc="searching", unit="frame")
-    passes = frames_with_detections(session, gallery, valid, batch, writer is not None)
-    try:
-        for unit, i, t, array, dets in passes:
-            if unit not in rows:
-                rows[unit] = []
-                seen.append(unit)
-            rows[unit].append((i, t, dets))
-            sims = [dets["embeddings"] @ q.embedding for q in queries]
-            for q, s in zip(queries, sims):
-                q.per_frame.append((unit, i, t, float(s.max()) if len(s) else None))
-            if writer is not None:
-                drawn = draw.frame(Image.fromarray(array), dets["boxes"], _frame_labels(
-                    queries, sims, threshold))  # fmt: skip
-                writer.write(np.asarray(drawn))
-            bar.update()
-    except KeyboardInterrupt:
-        partial = True
-        log.warning("stopped: writing what was done (%d frames), marked partial", bar.n)
-    finally:
-        passes.close()  # stops the decoder
-        bar.close()
-    complete = seen[:-1] if partial else seen
-    units = {k: make_unit(current[k], rows[k], session.dim) for k in seen}
-    kept = {k: u for k, u in valid.items() if k not in rows} | {k: units[k] for k in complete}
-    return Run(units, kept, bar.n, partial, time.perf_counter() - start)
-
-
-def run(
-    input, query_paths, *, box=None, model=None, backend="auto", device="cpu", precision=None,
-    every=1, batch=None, threshold=0.5, topk=10, out="run_output", annotate=True,
-):  # fmt: skip
-    """The whole command: check every input, load the model, search, write the results.
-    Returns the ``Run`` (``partial`` when Ctrl-C stopped it)."""
+def check_options(*, every, batch, threshold, gap, topk):
+    """The search options, each problem one SeqNetError line."""
     if topk < 1:
         raise SeqNetError(f"--topk must be 1 or more, got {topk}")
+    if every < 1:
+        raise SeqNetError(f"--every must be 1 or more, got {every}")
     if batch is not None and batch < 1:
         raise SeqNetError(f"--batch must be 1 or more, got {batch}")
     if not -1 <= threshold <= 1:
         raise SeqNetError(f"--threshold is a cosine similarity in [-1, 1], got {threshold}")
-    out = Path(out)
-    check_out(out, MARKERS)
-    queries = read_queries(query_paths, box)
-    gallery = open_input(input, every)
+    if gap < 0:
+        raise SeqNetError(f"--gap is in seconds, 0 or more, got {gap}")
+
+
+def open_session(model, backend, device, precision, graphs, queries):
+    """The session on ``model`` (resolved as ``resolve_model``), with the queries embedded."""
     model = resolve_model(model)
-    session = load(model, backend, device=device, precision=precision)
+    options = {} if graphs == "standard" else {"graphs": graphs}  # the torch backend has none
+    session = load(model, backend, device=device, precision=precision, **options)
     log.info("backend: %s", session.name)
     for q in queries:
         q.embedding = session.embed(to_array(q.image), q.box[None])[0]
-    cached = load_index(out / "index.npz", session.key)
-    with staged_dir(out) as tmp:
-        writer = None
-        if annotate:
-            fps = video.frame_rate(gallery.path) / every if _is_video(gallery) else IMAGE_FPS
-            writer = video.VideoWriter(tmp / "annotated.mp4", fps)
-        try:
-            result = search_pass(
-                session, gallery, queries, cached, writer,
-                batch=batch or session.batch_size, threshold=threshold,
-            )  # fmt: skip
-        finally:
-            if writer is not None:
-                writer.close()
-        meta = {
-            "version": FORMAT_VERSION,
-            "input": str(Path(input).resolve()),
-            "kind": "video" if _is_video(gallery) else "images",
-            "model": str(model.resolve()),
-            "backend": session.name,
-            "every": every,
-            "threshold": threshold,
-            "partial": result.partial,
-            "frames": result.frames,
-            "seconds": round(result.seconds, 2),
-        }
-        _write(tmp, meta, gallery, queries, result.units, topk, annotate)
-        save_index(tmp / "index.npz", result.kept, session.key)
+    return session, model
+
+
+def search_into(folder, session, gallery, queries, cached, meta, *, batch, topk, annotate):
+    """The search pass over ``gallery`` (detections from ``cached`` where valid) and every
+    output, the index included, into ``folder``. ``meta``: what matches.json starts with
+    (input, model, every, threshold, gap ...). Returns (the pass's Run, the report)."""
+    result = search_pass(
+        session, gallery, queries, cached, batch=batch or session.batch_size, topk=topk,
+        index=IndexWriter(folder / INDEX, session.key, session.dim),
+    )  # fmt: skip
+    meta = {
+        "version": FORMAT_VERSION,
+        **meta,
+        "kind": "video" if _is_video(gallery) else "images",
+        "backend": session.name,
+        "partial": result.partial,
+        "frames": result.frames,
+    }
+    return result, write_outputs(folder, meta, gallery, queries, annotate)
+
+
+def run(
+    input, query_paths, *, box=None, model=None, backend="auto", device="cpu", precision=None,
+    graphs="standard", every=1, batch=None, threshold=0.5, gap=DEFAULT_GAP, topk=10,
+    out="run_output", annotate=True,
+):  # fmt: skip
+    """The whole command on one input: check every input, load the model, search, write the
+    results. Returns the pass's ``Run`` (``partial`` when Ctrl-C stopped it)."""
+    check_options(every=every, batch=batch, threshold=threshold, gap=gap, topk=topk)
+    out = Path(out)
+    fs.check_out(out, MARKERS)
+    queries = read_queries(query_paths, box)
+    gallery = open_input(input, every)
+    session, model = open_session(model, backend, device, precision, graphs, queries)
+    cached = load_index(out / INDEX, session.key)
+    meta = {"input": str(Path(input).resolve()), "model": str(model.resolve()), "every": every,
+            "threshold": threshold, "gap": gap}  # fmt: skip
+    with fs.atomic_dir(out) as tmp:
+        result, _ = search_into(
+            tmp, session, gallery, queries, cached, meta, batch=batch, topk=topk,
+            annotate=annotate,
+        )  # fmt: skip
     fps = result.frames / max(result.seconds, 1e-9)
     log.info("%d frames in %.1f s (%.2f frames/s); wrote %s", result.frames, result.seconds, fps,
              out / "index.html")  # fmt: skip
@@ -222,12 +169,38 @@ def _positions(gallery):
     return {k: n for n, k in enumerate(gallery.units())}
 
 
-def _write(out, meta, gallery, queries, units, topk, annotate):
-    """matches.json, thumbs/, timeline.png and index.html into the folder ``out``."""
+def appearances_of(query, gallery, threshold, gap):
+    """The query's appearances (``seqnet_runtime.appearances``): grouped in time in a video,
+    one per matching image in a folder (its position as the frame)."""
+    if _is_video(gallery):
+        frames = [(i, t, s, box) for _, i, t, s, box in query.per_frame]
+        return group_appearances(frames, threshold, gap=gap)
+    position = _positions(gallery)
+    return image_appearances([(position[u], None, s, b) for u, _, _, s, b in query.per_frame],
+                             threshold)  # fmt: skip
+
+
+def write_outputs(out, meta, gallery, queries, annotate):
+    """Everything but the index into the folder ``out``, from the pass's results:
+    annotated.mp4 (when ``annotate``), matches.json, thumbs/, timeline.png and index.html."""
+    found = {q.name: appearances_of(q, gallery, meta["threshold"], meta["gap"]) for q in queries}
+    if annotate:
+        every = meta["every"]
+        fps = video.frame_rate(gallery.path) / every if _is_video(gallery) else IMAGE_FPS
+        annotate_video(out / "annotated.mp4", fps, gallery, out / INDEX, queries, found)
     is_video, position = _is_video(gallery), _positions(gallery)
+    unit_at = {n: k for k, n in position.items()}
+    video_unit = next(iter(gallery.units())) if is_video else None
     (out / "thumbs").mkdir()
-    hits = {q.name: rank(units, q.embedding, topk) for q in queries}
-    frames = _frames_of(gallery, [h for q_hits in hits.values() for h in q_hits])
+    hits = {q.name: q.top.hits() for q in queries}
+    strips = {q.name: [_strip(a) for a in found[q.name][:APPEARANCES_SHOWN]] for q in queries}
+    wanted = [h for q_hits in hits.values() for h in q_hits]
+    for q in queries:  # each shown appearance's best frame and strip
+        for a, strip in zip(found[q.name], strips[q.name]):
+            unit = video_unit if is_video else unit_at[a.first]
+            for frame in [a.best[0], *(f for f, _ in strip)]:
+                wanted.append({"unit": unit, "frame": frame if is_video else -1})
+    frames = gallery.frames_at(wanted)
     report = {**meta, "queries": []}
     for n, q in enumerate(queries):
         crop = f"thumbs/query_{n}.jpg"
@@ -236,9 +209,7 @@ def _write(out, meta, gallery, queries, units, topk, annotate):
         for r, h in enumerate(hits[q.name], 1):
             image = frames[(h["unit"], h["frame"])]
             thumb, hit_crop = f"thumbs/q{n}_{r:03d}.jpg", f"thumbs/q{n}_{r:03d}_crop.jpg"
-            marked = draw.marked(image, h["box"], f"#{r} {h['score']:.2f}", draw.query_colour(n))
-            marked.thumbnail((THUMB_WIDTH, THUMB_WIDTH * 4))
-            marked.save(out / thumb, quality=90)
+            _thumbnail(image, h["box"], f"#{r} {h['score']:.2f}", n).save(out / thumb, quality=90)
             draw.crop(image, h["box"]).save(out / hit_crop, quality=92)
             where = (
                 {"frame": h["frame"], "time": h["time"]}
@@ -249,15 +220,33 @@ def _write(out, meta, gallery, queries, units, topk, annotate):
                 "rank": r, **where, "box": h["box"], "similarity": h["score"],
                 "det_score": h["det_score"], "thumb": thumb, "crop": hit_crop,
             })  # fmt: skip
+        seen = to_json(found[q.name])
+        for r, (a, strip) in enumerate(zip(seen, strips[q.name]), 1):
+            unit = video_unit if is_video else unit_at[a["first"]]
+            if not is_video:
+                a["image"] = unit
+            key = (unit, a["best"]["frame"] if is_video else -1)
+            stem = f"thumbs/q{n}_a{r:03d}"
+            label = f"{q.name} {a['best']['similarity']:.2f}"
+            _thumbnail(frames[key], a["best"]["box"], label, n).save(
+                out / f"{stem}.jpg", quality=90
+            )
+            draw.crop(frames[key], a["best"]["box"]).save(out / f"{stem}_crop.jpg", quality=92)
+            a["thumb"], a["crop"], a["strip"] = f"{stem}.jpg", f"{stem}_crop.jpg", []
+            for s, (frame, box) in enumerate(strip):
+                name = f"{stem}_s{s}.jpg"
+                image = frames[(unit, frame if is_video else -1)]
+                draw.crop(image, box).resize((48, 96)).save(out / name, quality=85)
+                a["strip"].append(name)
         per_frame = [
             [i if is_video else position[unit], round(t, 3) if is_video else None,
              None if s is None else round(s, 4)]
-            for unit, i, t, s in q.per_frame
+            for unit, i, t, s, _ in q.per_frame
         ]  # fmt: skip
         report["queries"].append({
             "name": q.name, "image": str(q.path), "box": [float(v) for v in q.box],
             "crop": crop, "embedding": [round(float(v), 6) for v in q.embedding],
-            "hits": shown, "per_frame": per_frame,
+            "appearances": seen, "hits": shown, "per_frame": per_frame,
         })  # fmt: skip
     series = [
         (
@@ -267,20 +256,60 @@ def _write(out, meta, gallery, queries, units, topk, annotate):
         )
         for q in report["queries"]
     ]
-    timeline.plot(
-        out / "timeline.png", series, meta["threshold"], "seconds" if is_video else "image"
-    )
-    (out / "matches.json").write_text(json.dumps(report, indent=1) + "\n")
-    (out / "index.html").write_text(html.run_page(report, annotate), encoding="utf-8")
-
-
-def _frames_of(gallery, hits):
-    """{(unit, frame): PIL image} for the hits' frames, each unit decoded once."""
-    wanted = {}
-    for h in hits:
-        wanted.setdefault(h["unit"], set()).add(h["frame"])
-    return {
-        (unit, i): im
-        for unit, frames in wanted.items()
-        for i, _, im in gallery.frames(unit, frames)
+    spans = {
+        n: [
+            (a["start"], a["end"]) if is_video else (a["first"], a["last"])
+            for a in q["appearances"]
+        ]
+        for n, q in enumerate(report["queries"])
     }
+    timeline.plot(
+        out / "timeline.png", series, meta["threshold"], "seconds" if is_video else "image", spans
+    )
+    fs.write_json(out / "matches.json", report, indent=1)
+    fs.write_text(out / "index.html", html.run_page(report, annotate))
+    return report
+
+
+def _thumbnail(image, box, label, n):
+    marked = draw.marked(image, box, label, draw.query_colour(n))
+    marked.thumbnail((THUMB_WIDTH, THUMB_WIDTH * 4))
+    return marked
+
+
+def _strip(appearance):
+    """Up to STRIP (frame, box) of an appearance's track, evenly spread, boxes known."""
+    track = [(f, box) for f, _, box, _ in appearance.track if box is not None]
+    if len(track) <= STRIP:
+        return track
+    return [track[round(k * (len(track) - 1) / (STRIP - 1))] for k in range(STRIP)]
+
+
+def annotate_video(path, fps, gallery, index_folder, queries, found):
+    """``annotated.mp4``: every processed frame (its detections from the index, stopped units
+    included) with each query's best box labelled inside the query's appearances."""
+    units = load_index(index_folder, partial=True)
+    inside = []  # per query: {(unit, frame)} inside one of its appearances
+    for q in queries:
+        spans = [(a.first, a.last) for a in found[q.name]]
+        frames = set()
+        for n, (unit, i, _, s, _) in enumerate(q.per_frame):
+            x = i if _is_video(gallery) else n
+            if s is not None and any(first <= x <= last for first, last in spans):
+                frames.add((unit, i))
+        inside.append(frames)
+    writer = video.VideoWriter(path, fps)
+    try:
+        for key in gallery.units():
+            if key not in units:
+                continue
+            for (i, _, dets), (_, _, image) in zip(units[key].rows(), gallery.frames(key)):
+                labels = []
+                for n, q in enumerate(queries):
+                    if (key, i) in inside[n] and len(dets["boxes"]):
+                        sims = dets["embeddings"] @ q.embedding
+                        j = int(sims.argmax())
+                        labels.append((j, f"{q.name} {sims[j]:.2f}", draw.query_colour(n)))
+                writer.write(np.asarray(draw.frame(image, dets["boxes"], labels)))
+    finally:
+        writer.close()

@@ -1,7 +1,7 @@
 """Search: find a query person in a folder of images or a video, on any backend's session.
 
 Writes ``results.json``, ``index.html`` (with ``thumbs/``) and ``summary.png`` to ``--out``, all
-or nothing. The gallery's detections are kept in an index (``OUT/index.npz`` or ``--index``), so
+or nothing. The gallery's detections are kept in an index (``OUT/index/`` or ``--index FOLDER``), so
 a second query on the same gallery runs detection only on what changed.
 """
 
@@ -10,16 +10,17 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from seqnet_runtime import draw, html
+from seqnet_runtime import draw, fs, html
 from seqnet_runtime.errors import SeqNetError
 from seqnet_runtime.gallery import VideoGallery, open_gallery
 from seqnet_runtime.images import check_box, read_pil, to_array
-from seqnet_runtime.index import load_index, rank, save_index, update_index
-from seqnet_runtime.output import check_out, staged_dir
+from seqnet_runtime.index import IndexWriter, load_index
+from seqnet_runtime.stream import Query, search_pass
 
 log = logging.getLogger(__name__)
 
 MARKERS = ("results.json", "index.html")  # an --out holding these is ours to replace
+INDEX = "index"  # the gallery index's folder in --out, unless --index is given
 THUMB_WIDTH = 640  # full-frame thumbnails are scaled down to this width at most
 SUMMARY_MATCHES = 8  # matches shown in summary.png
 
@@ -45,37 +46,36 @@ def prepare(query, box, gallery, out, *, every=1, topk=20, index=None):
     if topk < 1:
         raise SeqNetError(f"--topk must be 1 or more, got {topk}")
     out = Path(out)
-    check_out(out, MARKERS)
+    fs.check_out(out, MARKERS)
     query_image = read_pil(query)
     box = check_box(box, *query_image.size)
     source = open_gallery(gallery, every)
     source.check()
-    index_path = Path(index) if index else out / "index.npz"
+    index_path = Path(index) if index else out / INDEX
     return Search(
         query, query_image, box, source, gallery, out, index_path, index is not None, every, topk
     )
 
 
 def search(session, job):
-    """Index the gallery with ``session`` (reusing the index where it is valid), rank every
-    detection against the query, and write the results folder. Returns the matches."""
-    units = update_index(
-        load_index(job.index, session.key),
-        job.gallery,
-        lambda images: session.detect([to_array(im) for im in images]),
-        session.batch_size,
-        session.dim,
-    )
-    query = session.embed(to_array(job.query_image), job.box[None])[0]
-    matches = rank(units, query, job.topk)
-    stats = {
-        "units": len(units),
-        "frames": sum(len(u["frames"]) for u in units.values()),
-        "detections": sum(len(u["boxes"]) for u in units.values()),
-    }
-    with staged_dir(job.out) as tmp:
+    """Index the gallery with ``session`` (reusing the index where it is valid) in the search
+    pass, rank every detection against the query, and write the results folder. Returns the
+    matches. Ctrl-C writes nothing."""
+    query = Query("query", Path(job.query), job.query_image, job.box)
+    query.embedding = session.embed(to_array(job.query_image), job.box[None])[0]
+    cached = load_index(job.index, session.key)
+    with fs.atomic_dir(job.out) as tmp:
+        folder = job.index if job.shared_index else tmp / INDEX
+        index = IndexWriter(folder, session.key, session.dim)
+        result = search_pass(
+            session, job.gallery, [query], cached, batch=session.batch_size, topk=job.topk,
+            index=index,
+        )  # fmt: skip
+        if result.partial:
+            raise KeyboardInterrupt
+        matches = query.top.hits()
+        stats = {"units": result.units, "frames": result.frames, "detections": result.detections}
         _write(tmp, job, matches, stats)
-        save_index(job.index if job.shared_index else tmp / "index.npz", units, session.key)
     log.info(
         "searched %d frames (%d people): best %s; wrote %s",
         stats["frames"],
@@ -93,25 +93,13 @@ def _where(gallery, match):
     return name
 
 
-def _frames_of(gallery, matches):
-    """{(unit, frame): PIL image} for the matched frames, each unit decoded once."""
-    wanted = {}
-    for m in matches:
-        wanted.setdefault(m["unit"], set()).add(m["frame"])
-    return {
-        (unit, i): im
-        for unit, frames in wanted.items()
-        for i, _, im in gallery.frames(unit, frames)
-    }
-
-
 def _write(out, job, matches, stats):
     """results.json, thumbs/, index.html and summary.png into the folder ``out``."""
     gallery, query_im, box = job.gallery, job.query_image, job.box
     (out / "thumbs").mkdir()
     query_crop = draw.crop(query_im, box)
     query_crop.save(out / "thumbs" / "query.jpg", quality=92)
-    frames = _frames_of(gallery, matches)
+    frames = gallery.frames_at(matches)
     crops = []
     for n, m in enumerate(matches, 1):
         image = frames[(m["unit"], m["frame"])]

@@ -1,23 +1,115 @@
-"""The streaming pass over a gallery: frames decoded in a thread into a bounded queue, batches
-of equal-size frames through the session while the next ones decode, each frame's results
-handed on in order as they come.
+"""The search pass, the one every search app runs (``seqnet-run``, ``seqnet search``,
+``seqnet demo``): frames decoded in a thread into a bounded queue, batches of equal-size frames
+through the session while the next ones decode, each frame's detections compared with every
+query as they come.
 
-Memory stays bounded whatever the video's length: at most ``2 * batch`` decoded frames wait in
-the queue, and the caller keeps only detections. Frames whose detections are in the index are
-not detected again (and, when nobody needs their pixels, not even decoded).
+At most ``2 * batch`` decoded frames wait in the queue, and the pass keeps only detections.
+Frames whose detections are in the index are not detected again (and, when nobody needs their
+pixels, not even decoded).
 """
 
 import logging
 import queue
 import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from seqnet_runtime.images import to_array
+from seqnet_runtime.index import TopHits
 
 log = logging.getLogger(__name__)
 
 _END = object()  # after the last frame
+
+
+@dataclass
+class Query:
+    """A person to search for: the image, the box, and what the pass found."""
+
+    name: str
+    path: Path
+    image: object  # PIL image
+    box: np.ndarray
+    embedding: np.ndarray = None
+    top: TopHits = None  # the best hits, set by the pass
+    per_frame: list = field(default_factory=list)  # (unit, frame, seconds, best sim, its box)
+
+
+@dataclass
+class Run:
+    """What a pass did."""
+
+    units: int  # units searched
+    frames: int  # frames processed
+    detections: int  # people found in them
+    partial: bool  # stopped by Ctrl-C
+    seconds: float
+
+
+def search_pass(session, gallery, queries, cached, *, batch, topk=10, index=None, on_frame=None):
+    """Detect (or take from ``cached``, a loaded index) every frame's people and compare them
+    with every query: each query's ``top`` keeps its ``topk`` best hits and ``per_frame`` its
+    best match per frame. ``index`` (an ``IndexWriter``) receives every complete unit;
+    ``on_frame(unit, frame, array, detections, similarities)`` is called for each frame when
+    given (its pixels are then decoded, even where the index has its detections). Memory stays
+    flat whatever the gallery's length. Ctrl-C ends the pass early: what was done is kept."""
+    current = gallery.units()
+    valid = {k: u for k, u in cached.items() if k in current and u.sig == current[k]}
+    log.info(
+        "gallery index: %d units reused, %d to index, %d removed",
+        len(valid), len(current) - len(valid), len([k for k in cached if k not in current]),
+    )  # fmt: skip
+    for q in queries:
+        q.top, q.per_frame = TopHits(q.embedding, topk), []
+    unit, frames, detections, partial = None, 0, 0, False
+    start = time.perf_counter()
+    bar = tqdm(total=gallery.size_hint(list(current)), desc="searching", unit="frame")
+    passes = frames_with_detections(session, gallery, valid, batch, on_frame is not None)
+    try:
+        for key, i, t, array, dets in passes:
+            if key != unit:
+                _end(index, unit, valid)
+                unit = key
+            if index is not None and key not in valid:
+                index.add(key, current[key], i, t, dets)
+            sims = [dets["embeddings"] @ q.embedding for q in queries]
+            for q, s in zip(queries, sims):
+                q.top.add(key, i, t, dets, s)
+                j = int(s.argmax()) if len(s) else None
+                box = None if j is None else [round(float(v), 1) for v in dets["boxes"][j]]
+                q.per_frame.append((key, i, t, None if j is None else float(s[j]), box))
+            if on_frame is not None:
+                on_frame(key, i, array, dets, sims)
+            frames, detections = frames + 1, detections + len(dets["boxes"])
+            bar.update()
+    except KeyboardInterrupt:
+        partial = True
+        log.warning("stopped: writing what was done (%d frames), marked partial", frames)
+    finally:
+        passes.close()  # stops the decoder
+        bar.close()
+    if not partial:
+        _end(index, unit, valid)
+    if index is not None:  # stored units not reached by a stopped pass stay stored
+        for key, stored in valid.items():
+            if key not in index.units:
+                index.reuse(key, stored)
+        index.close()
+    return Run(len(current), frames, detections, partial, time.perf_counter() - start)
+
+
+def _end(index, unit, valid):
+    """``unit``'s frames are all through: into the index, new or reused."""
+    if index is None or unit is None:
+        return
+    if unit in valid:
+        index.reuse(unit, valid[unit])
+    else:
+        index.end(unit)
 
 
 class _UnitEnd:
@@ -101,21 +193,9 @@ def _take(frames, unit):
 
 
 def _stored(unit, key):
-    """A cached unit's frames with their stored detections (no pixels)."""
-    ends = np.cumsum(unit["counts"])
-    for n, (i, t) in enumerate(zip(unit["frames"], unit["times"])):
-        rows = slice(ends[n] - unit["counts"][n], ends[n])
-        yield (
-            key,
-            int(i),
-            float(t),
-            None,
-            {
-                "boxes": unit["boxes"][rows],
-                "scores": unit["scores"][rows],
-                "embeddings": unit["embeddings"][rows],
-            },
-        )
+    """A stored unit's frames with their detections (no pixels), a chunk at a time."""
+    for i, t, dets in unit.rows():
+        yield key, i, t, None, dets
 
 
 def _batched(session, frames, batch, stored=None):

@@ -8,11 +8,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 from seqnet_runtime.draw import query_colour  # noqa: E402
 
 
-def plot(path, series, threshold, xlabel):
-    """``series``: ``[(query name, xs, best similarities (None: nobody detected))]``."""
+def plot(path, series, threshold, xlabel, spans=None):
+    """``series``: ``[(query name, xs, best similarities (None: nobody detected))]``;
+    ``spans``: per series the ``(start, end)`` of its appearances, shaded in its colour."""
     fig, ax = plt.subplots(figsize=(10, 3.2), dpi=100)
     for n, (name, xs, ys) in enumerate(series):
         colour = [c / 255 for c in query_colour(n)]
+        for start, end in (spans or {}).get(n, ()):
+            ax.axvspan(start, end if end > start else start + 0.05, color=colour, alpha=0.15, lw=0)
         ys = [float("nan") if y is None else y for y in ys]
         ax.plot(xs, ys, "-", color=colour, lw=1.4, label=name, marker="." if len(xs) < 60 else "")
     ax.axhline(threshold, color="0.3", ls="--", lw=1, label=f"threshold {threshold:g}")

@@ -27,6 +27,17 @@ def frame_count(path):
         return 0
 
 
+def count_frames(path):
+    """Frames of a video counted by decoding it (not converted): for containers that do not
+    declare their count (0 when it cannot be read)."""
+    av = _av()
+    try:
+        with av.open(str(path)) as container:
+            return sum(1 for _ in container.decode(container.streams.video[0]))
+    except (av.error.FFmpegError, OSError, IndexError):
+        return 0
+
+
 def frame_rate(path):
     """Frames per second the container declares (25 when it does not say)."""
     av = _av()
@@ -38,8 +49,10 @@ def frame_rate(path):
         return Fraction(25)
 
 
-def frames(path, every=1):
-    """Yield ``(frame_index, seconds, PIL RGB image)`` for frames 0, k, 2k, ... of ``path``.
+def frames(path, every=1, start=0, end=None):
+    """Yield ``(frame_index, seconds, PIL RGB image)`` for frames 0, k, 2k, ... of ``path``
+    (``every`` = k), those in ``[start, end)`` only when given: a segment of a long video, read
+    from the keyframe before ``start`` (frame indices count from the video's start either way).
 
     A file that is not a video, has no video stream, yields no frame or breaks while decoding
     raises one SeqNetError line.
@@ -54,16 +67,42 @@ def frames(path, every=1):
             if not container.streams.video:
                 raise SeqNetError(f"cannot decode video {path}: it has no video stream")
             stream = container.streams.video[0]
-            for i, frame in enumerate(container.decode(stream)):
-                if i % every == 0:
+            for i, frame in _indexed(container, stream, start):
+                if end is not None and i >= end:
+                    break
+                if i >= start and i % every == 0:
                     got = True
                     yield i, float(frame.time or 0.0), frame.to_image().convert("RGB")
     except (av.error.FFmpegError, OSError, ValueError) as e:
         raise SeqNetError(
             f"cannot decode video {path}: not a video, or damaged ({e.__class__.__name__})"
         ) from None
-    if not got:
+    if not got and start == 0:
         raise SeqNetError(f"cannot decode video {path}: no frames")
+
+
+def _indexed(container, stream, start):
+    """``(index, frame)`` in decode order. From ``start`` > 0 the stream is first sought to the
+    keyframe before it, and indices come from the frames' timestamps; that needs a constant
+    frame rate and timestamps on every frame: otherwise it decodes from the first frame."""
+    rate, base = stream.average_rate, stream.time_base
+    seekable = start > 0 and rate and base and stream.guessed_rate == rate
+    if seekable:
+        origin = stream.start_time or 0
+        container.seek(origin + int((start - 1) / rate / base), stream=stream, backward=True)
+        decoded = container.decode(stream)
+        first = next(decoded, None)
+        if first is not None and first.pts is not None:
+            index = round((first.pts - origin) * base * rate)
+            if index <= start:
+                yield index, first
+                for frame in decoded:
+                    if frame.pts is None:
+                        raise ValueError("a frame without a timestamp after seeking")
+                    yield round((frame.pts - origin) * base * rate), frame
+                return
+        container.seek(0, stream=stream)
+    yield from enumerate(container.decode(stream))
 
 
 def check_video(path):

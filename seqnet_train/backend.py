@@ -6,13 +6,14 @@ the reference for parity) of the exported packages. It runs today's fast inferen
 """
 
 import hashlib
-import json
 import logging
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from seqnet_runtime import fs
+from seqnet_runtime import package as package_format
 from seqnet_runtime.backend import Session
 from seqnet_train.config import load_cfg
 from seqnet_train.errors import SeqNetError
@@ -47,20 +48,18 @@ def load_model(cfg, ckpt):
 def model_key(cfg, ckpt):
     """A digest of what decides the detections and embeddings: the checkpoint's bytes and the
     model, input-size and inference config keys. The index is rebuilt when it changes."""
-    h = hashlib.sha256()
-    with open(Path(ckpt), "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
+    h = hashlib.sha256(bytes.fromhex(fs.sha256_file(ckpt)))
     for node in (cfg.MODEL, cfg.INFERENCE):
         h.update(node.dump().encode())
     h.update(f"{cfg.INPUT.MIN_SIZE} {cfg.INPUT.MAX_SIZE}".encode())
     return h.hexdigest()
 
 
-def checkpoint_cfg(ckpt, opts=()):
-    """The config a training checkpoint of ours carries, with ``opts`` overrides; a released
-    checkpoint (weights only) raises a SeqNetError asking for the config file."""
-    text = read_checkpoint(ckpt).get("config")
+def checkpoint_cfg(ckpt, opts=(), checkpoint=None):
+    """The config a training checkpoint of ours carries (``checkpoint``: its dict, when already
+    read), with ``opts`` overrides; a released checkpoint (weights only) raises a SeqNetError
+    asking for the config file."""
+    text = (read_checkpoint(ckpt) if checkpoint is None else checkpoint).get("config")
     if not isinstance(text, str):
         raise SeqNetError(
             f"{ckpt} carries no config (a released checkpoint?): give its config with --cfg"
@@ -73,24 +72,15 @@ def package_source(package):
     torch backend runs that, as the reference of the package's parity. The checkpoint must lie
     beside the package (where seqnet-export puts the package) with the digest it recorded."""
     package = Path(package)
-    try:
-        manifest = json.loads((package / "manifest.json").read_text())
-        source, config = manifest["source"], manifest["config"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise SeqNetError(
-            f"{package}: not a readable model package ({e.__class__.__name__})"
-        ) from None
+    manifest = package_format.read(package)
+    source, config = manifest.source, manifest.config
     ckpt = package.parent / source["checkpoint"]
     if not ckpt.is_file():
         raise SeqNetError(
             f"--backend torch runs the checkpoint {package.name} came from, but "
             f"{source['checkpoint']} is not beside it in {package.parent}"
         )
-    h = hashlib.sha256()
-    with open(ckpt, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    if h.hexdigest() != source["sha256"]:
+    if fs.sha256_file(ckpt) != source["sha256"]:
         raise SeqNetError(f"{ckpt} changed since {package.name} was exported from it")
     return ckpt, config
 

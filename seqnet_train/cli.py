@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import click
 
 from seqnet_runtime import cli_common
+from seqnet_runtime.backend import backends
 
 # command -> the module:function that runs it
 COMMANDS = {
@@ -100,10 +101,18 @@ def train(**params):
 @_cfg()
 @click.option("--ckpt", help="checkpoint (epoch_N.pth or a bare state dict), for --backend torch")
 @click.option(
-    "--backend", default="torch", type=click.Choice(["torch", "onnxruntime"]),
+    "--backend", default="torch", type=click.Choice(sorted(backends())),
     help="run the checkpoint on PyTorch, or a model package (--model) on a runtime backend",
 )  # fmt: skip
 @click.option("--model", help="model package (seqnet-export), for the runtime backends")
+@click.option(
+    "--precision", type=click.Choice(["fp32", "fp16", "int8", "bf16"]),
+    help="the package's precision to run [default: fp16 on cuda where it has it, else fp32]",
+)  # fmt: skip
+@click.option(
+    "--graphs", default="standard", show_default=True, type=click.Choice(["standard", "engine"]),
+    help="the package's graphs: standard, or the engine graphs TensorRT builds",
+)  # fmt: skip
 def eval_(**params):
     _run(**params)
 
@@ -174,7 +183,7 @@ def demo(**params):
 @click.option("--every", type=int, default=1, help="video: use every k-th frame")
 @click.option("--topk", type=int, default=20, help="matches to report")
 @click.option("--out", default="search_output", help="folder for results.json and index.html")
-@click.option("--index", help="gallery index file to share across --out folders")
+@click.option("--index", help="gallery index folder to share across --out folders")
 def search(**params):
     _run(**params)
 

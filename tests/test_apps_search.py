@@ -109,7 +109,7 @@ def test_search_writes_results_page_and_summary(ws, tmp_path):
     with Image.open(out / "summary.png") as im:
         assert im.format == "PNG" and im.width > im.height
     assert sorted(p.name for p in out.iterdir()) == [
-        "index.html", "index.npz", "results.json", "summary.png", "thumbs",
+        "index", "index.html", "results.json", "summary.png", "thumbs",
     ]  # fmt: skip
 
 
@@ -119,11 +119,11 @@ def test_second_query_reuses_the_index(ws, tmp_path, predicted, caplog):
     assert sum(predicted) == 3
     with caplog.at_level(logging.INFO):
         again = search(ws, out)
-        search(ws, tmp_path / "other", "--index", str(out / "index.npz"), query="s7.jpg")
+        search(ws, tmp_path / "other", "--index", str(out / "index"), query="s7.jpg")
     assert sum(predicted) == 3  # no detection on the second and third queries
     assert "3 units reused, 0 to index, 0 removed" in caplog.text
     assert again["matches"] == first["matches"]
-    assert not (tmp_path / "other" / "index.npz").exists()  # --index: kept where it was given
+    assert not (tmp_path / "other" / "index").exists()  # --index: kept where it was given
 
 
 def test_changed_gallery_is_reindexed_incrementally(ws, tmp_path, predicted, caplog):

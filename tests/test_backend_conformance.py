@@ -1,20 +1,23 @@
-"""The golden cases of ../shared/parity through the exported fp32 graphs on ONNX Runtime.
+"""What every backend must pass: the golden cases of ../shared/parity through the exported
+fp32 graphs, on each installed package backend (``seqnet_runtime.backend.backends``).
 
 The default ResNet-50 with the golden weights is exported once for the module (no PyTorch at
-test time but for the export): every image through the gallery, query and CBGM paths, the
-forced-empty cases (the score threshold is a graph input, so the same graphs run them), the
-three images as one call equal to one by one, frames of one size as one batch, and (slow) the
-fp16 package against the fp32 one (DEPLOY.md's contract, on ONNX Runtime's CPU provider).
-Tolerances are the golden ones (../shared/parity/README.md).
+test time but for the export); then, per backend: every image through the gallery, query and
+CBGM paths, the forced-empty cases (the score threshold is a graph input, so the same graphs
+run them), the three images as one call equal to one by one, frames of one size as one batch;
+and (slow) the fp16 package against the fp32 one (DEPLOY.md's contract, on ONNX Runtime's CPU
+provider). Tolerances are the golden ones (../shared/parity/README.md). A backend whose library
+is not installed here skips with the reason.
 """
 
+import importlib.util
 import sys
 
 import numpy as np
 import pytest
 import torch
 
-from seqnet_runtime.onnx_backend import OnnxSession
+from seqnet_runtime import load
 from seqnet_train.config import load_cfg
 from seqnet_train.modeling import build_model
 
@@ -22,6 +25,21 @@ pytestmark = pytest.mark.golden
 
 BOX_TOL, SCORE_TOL, EMB_TOL = 1e-3, 1e-4, 1e-4
 THREADS = 2
+# (backend, graph flavour, the library it needs)
+BACKENDS = [("onnxruntime", "standard", "onnxruntime"), ("openvino", "standard", "openvino")]
+
+
+@pytest.fixture(scope="module", params=BACKENDS, ids=[f"{b}-{g}" for b, g, _ in BACKENDS])
+def backend(request):
+    name, graphs, library = request.param
+    if importlib.util.find_spec(library) is None:
+        pytest.skip(f"{library} is not installed (pip install '.[{name}]')")
+    return name, graphs
+
+
+def open_session(package, backend, **options):
+    name, graphs = backend
+    return load(package, name, graphs=graphs, threads=THREADS, **options)
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +69,8 @@ def package(shared, golden, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def session(package):
-    return OnnxSession(package, threads=THREADS)
+def session(package, backend):
+    return open_session(package, backend)
 
 
 @pytest.fixture(scope="module")
@@ -119,10 +137,10 @@ def test_query_image_as_gallery(cbgm, golden):
         assert np.abs(cbgm[i]["boxes"][0] - golden["cbgm_gt_box"][i][0].numpy()).max() <= BOX_TOL
 
 
-def test_forced_empty(package, images, golden):
+def test_forced_empty(package, backend, images, golden):
     """The score threshold is a graph input: 0.999 through the same graphs."""
     thresh = golden["meta"]["empty_case_score_thresh"]
-    session = OnnxSession(package, threads=THREADS, score_thresh=thresh)
+    session = open_session(package, backend, score_thresh=thresh)
     for i, gold in enumerate(golden["empty"]):
         gallery = session.detect([images[i]])[0]
         assert gallery["boxes"].shape == (0, 4) and gallery["embeddings"].shape == (0, 256)
@@ -140,10 +158,10 @@ def test_three_images_in_one_call(session, images, gallery):
         assert_equal_outputs(a, b)
 
 
-def test_frames_of_one_size_as_one_batch(package, images, gallery):
+def test_frames_of_one_size_as_one_batch(package, backend, images, gallery):
     """Two frames of one size through one graph call (B = 2) equal one by one: the golden
     image and its mirror image."""
-    session = OnnxSession(package, threads=THREADS, batch_size=2)
+    session = open_session(package, backend, batch_size=2)
     mirror = np.ascontiguousarray(images[0][:, ::-1])
     batch = session.detect([images[0], mirror])
     assert_equal_outputs(batch[0], gallery[0])
@@ -151,14 +169,14 @@ def test_frames_of_one_size_as_one_batch(package, images, gallery):
 
 
 @pytest.mark.slow
-def test_fp16_contract(shared, golden, tmp_path, images, gallery, cbgm):
+def test_fp16_contract(shared, golden, tmp_path, backend, images, gallery, cbgm):
     """fp16 vs fp32 (DEPLOY.md): detections scoring >= 0.5 matched at IoU >= 0.95 (>= 99% of
     them), matched embeddings at cosine >= 0.999; query embeddings likewise. ONNX Runtime's
     CPU provider: fp16 storage between operators, fp32 arithmetic."""
-    from seqnet_export.verify import box_iou
+    from seqnet_runtime.boxes import pairwise_iou as box_iou
 
     package = _export(shared, golden, tmp_path, fp16=True)
-    session = OnnxSession(package, precision="fp16", threads=THREADS)
+    session = open_session(package, backend, precision="fp16")
     considered = matched = 0
     cosines = []
     for i, im in enumerate(images):

@@ -22,9 +22,11 @@ import torch
 
 from seqnet_export import verify
 from seqnet_export.cli import main
-from seqnet_export.package import sha256_file
+from seqnet_runtime.boxes import pairwise_iou
 from seqnet_runtime.errors import SeqNetError
-from seqnet_runtime.onnx_backend import FORMAT_VERSION, OnnxSession
+from seqnet_runtime.fs import sha256_file
+from seqnet_runtime.onnx_backend import OnnxSession
+from seqnet_runtime.package import FORMAT_VERSION
 from seqnet_train.config import load_cfg
 from tests.tiny import TINY_OPTS, tiny_batch, tiny_model
 
@@ -109,7 +111,7 @@ def test_package(package, ckpt):
         "score_thresh": 0.3, "nms_thresh": 0.4, "nms_thresh_refined": 0.5, "rpn_nms_thresh": 0.7
     }  # fmt: skip
     assert (m["detections_per_image"], m["embedding_dim"], m["pool_size"]) == (300, 256, [6, 3])
-    assert m["precisions"] == ["fp16", "fp32"] and m["opset"] == 18
+    assert sorted(m["graphs"]) == ["fp16", "fp32"] and m["opset"] == 18
     detect = m["graphs"]["fp32"]["detect"]
     assert [i["name"] for i in detect["inputs"]] == [
         "images", "context_boxes", "use_context", "score_thresh", "nms_thresh",
@@ -215,7 +217,7 @@ def test_fp16_package(package, session):
     fp16 = OnnxSession(package, precision="fp16", threads=THREADS)
     image = frames(1, 1)[0]
     ref, out = session.detect([image])[0], fp16.detect([image])[0]
-    iou = verify.box_iou(ref["boxes"], out["boxes"])
+    iou = pairwise_iou(ref["boxes"], out["boxes"])
     assert (iou.max(1) >= 0.95).mean() >= 0.99
 
 
@@ -223,7 +225,7 @@ def test_runtime_checks_the_format_version(package, tmp_path):
     manifest = json.loads((package / "manifest.json").read_text())
     manifest["format_version"] = FORMAT_VERSION + 1
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(SeqNetError, match="format version 2 is not supported"):
+    with pytest.raises(SeqNetError, match=f"format version {FORMAT_VERSION + 1} is not supported"):
         OnnxSession(tmp_path)
     with pytest.raises(SeqNetError, match="not a model package"):
         OnnxSession(tmp_path / "nothing")
@@ -234,7 +236,7 @@ def test_runtime_checks_the_format_version(package, tmp_path):
 def test_runtime_imports_no_torch():
     code = (
         "import sys, seqnet_runtime.onnx_backend, seqnet_runtime.backend as b; "
-        "assert 'onnxruntime' in b.BACKENDS and b.AUTO_ORDER[0] == 'onnxruntime'; "
+        "assert 'onnxruntime' in b.backends() and b.AUTO_ORDER[0] == 'onnxruntime'; "
         "assert 'torch' not in sys.modules and 'seqnet_train' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[1])
@@ -377,8 +379,9 @@ def test_auto_backend_opens_a_package(package):
 def test_an_earlier_package_is_replaced_whole(tmp_path):
     """The package is staged beside its destination and renamed into place; an earlier package
     there is replaced, a failure leaves it as it was."""
-    from seqnet_export.package import check_destination, staged
-    from seqnet_runtime.onnx_backend import FORMAT
+    from seqnet_export.package import check_destination
+    from seqnet_runtime.fs import atomic_dir as staged
+    from seqnet_runtime.package import FORMAT
 
     out = tmp_path / "pkg"
     out.mkdir()

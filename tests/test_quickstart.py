@@ -1,4 +1,4 @@
-"""``make demo`` (seqnet_train.quickstart) end to end, shrunk: synthesise, train, evaluate,
+"""``make demo`` (seqnet_quickstart) end to end, shrunk: synthesise, train, evaluate,
 search and draw, with the summary that the README quotes."""
 
 import json
@@ -9,10 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
+import seqnet_quickstart as quickstart
 from seqnet_runtime.gallery import open_gallery
 from seqnet_runtime.images import to_array
-from seqnet_runtime.index import load_index, update_index
-from seqnet_train import quickstart
+from seqnet_runtime.index import load_index
 from seqnet_train.backend import TorchSession
 from seqnet_train.config import load_cfg
 
@@ -80,18 +80,19 @@ def test_builtin_demo_end_to_end(tmp_path, monkeypatch, caplog):
     run_cfg = load_cfg(str(cfg), overrides + ["SOLVER.AMP", "False"])
     ckpt = out / "train" / "epoch_0.pth"
     session = TorchSession(ckpt, run_cfg)
-    seeded = load_index(out / "gallery_index.npz", session.key)
+    seeded = load_index(out / "gallery_index", session.key)
     gallery = open_gallery(out / "gallery")
-    fresh = update_index({}, gallery, lambda ims: session.detect([to_array(i) for i in ims]), 2)
+    fresh = {
+        key: session.detect([to_array(next(gallery.frames(key))[2])])[0] for key in gallery.units()
+    }
     assert seeded.keys() == fresh.keys() == gallery.units().keys()
-    assert sum(len(u["boxes"]) for u in fresh.values()) > 0  # people were found to compare
-    for key, unit in fresh.items():
-        assert seeded[key].keys() == unit.keys()
-        for field, value in unit.items():
-            if field == "sig":
-                assert seeded[key][field] == value
-            else:
-                np.testing.assert_allclose(seeded[key][field], value, rtol=1e-5, atol=1e-5)
+    assert sum(len(d["boxes"]) for d in fresh.values()) > 0  # people were found to compare
+    for key, dets in fresh.items():
+        assert seeded[key].sig == gallery.units()[key]
+        ((frame, _, stored),) = seeded[key].rows()
+        assert frame == -1
+        for field, value in dets.items():
+            np.testing.assert_allclose(stored[field], value, rtol=1e-5, atol=1e-5)
     reused = f"gallery index: {len(fresh)} units reused, 0 to index"
     assert caplog.text.count(reused) == 2  # by both searches: none detected the pool
 

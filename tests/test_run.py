@@ -11,9 +11,10 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
+from seqnet_runtime import backend as runtime_backend
 from seqnet_runtime import run as run_module
-from seqnet_runtime.backend import BACKENDS
 from seqnet_runtime.cli import main
+from seqnet_runtime.index import load_index
 from seqnet_train.config import load_cfg
 from seqnet_train.modeling.seqnet import SeqNet
 from tests.test_apps_search import make_workspace
@@ -86,9 +87,9 @@ def test_video_with_two_queries(ws, tmp_path, predicted):
     report = json.loads((out / "matches.json").read_text())
     assert report["kind"] == "video" and report["frames"] == FRAMES and not report["partial"]
     assert [q["name"] for q in report["queries"]] == ["alice", "bob"]
-    index = np.load(out / "index.npz")
-    embeddings, boxes = index["0/embeddings"], index["0/boxes"]
-    frames = np.repeat(index["0/frames"], index["0/counts"])
+    (unit,) = load_index(out / "index").values()
+    stored = unit.detections()
+    embeddings, boxes, frames = stored["embeddings"], stored["boxes"], stored["frames"]
     for q in report["queries"]:
         emb = np.array(q["embedding"], np.float32)
         sims = embeddings @ emb
@@ -177,7 +178,7 @@ def test_ctrl_c_writes_what_was_done_marked_partial(ws, tmp_path, monkeypatch):
     assert [f[0] for f in report["queries"][0]["per_frame"]] == [0, 1]
     with av.open(str(out / "annotated.mp4")) as container:
         assert sum(1 for _ in container.decode(video=0)) == 2
-    meta = json.loads(str(np.load(out / "index.npz")["meta"]))
+    meta = json.loads((out / "index" / "meta.json").read_text())
     assert meta["units"] == []  # an unfinished video is not an index entry
 
 
@@ -207,7 +208,7 @@ def test_bad_input_is_one_line_and_keeps_the_earlier_output(ws, tmp_path, monkey
         pytest.skip("a GPU is here")
     change, message = BAD[case]
     if "registry" in change:  # the backend's module as if it were not installed
-        monkeypatch.setitem(BACKENDS, change["backend"], change["registry"])
+        monkeypatch.setitem(runtime_backend.RUNTIME_BACKENDS, change["backend"], change["registry"])
     files = tmp_path / "files"
     files.mkdir()
     (files / "bad.mp4").write_bytes(b"\x00" * 64)

@@ -13,68 +13,98 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from seqnet_runtime import backend
+from seqnet_runtime import backend, index
 from seqnet_runtime.errors import SeqNetError
-from seqnet_runtime.index import load_index, make_unit, rank, save_index
+from seqnet_runtime.index import TopHits
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _units(seed=0):
-    """Two hand-made units: an image (one frame) and a video (three frames, one empty)."""
+def _frames(seed=0):
+    """Hand-made frames of two units: an image (one frame) and a video (three, one empty):
+    [(unit, signature, frame, seconds, detections)]."""
     rng = np.random.default_rng(seed)
 
     def dets(n):
         emb = rng.normal(size=(n, 8)).astype(np.float32)
         emb /= np.linalg.norm(emb, axis=1, keepdims=True)
         xy = rng.uniform(0, 100, size=(n, 2)).astype(np.float32)
-        return {"boxes": np.hstack([xy, xy + 20]), "scores": rng.uniform(size=n), "embeddings": emb}
+        scores = rng.uniform(size=n).astype(np.float32)
+        return {"boxes": np.hstack([xy, xy + 20]), "scores": scores, "embeddings": emb}
 
-    return {
-        "/a.jpg": make_unit([1, 2], [(-1, 0.0, dets(3))], 8),
-        "/v.mp4": make_unit(
-            [3, 4, 2], [(0, 0.0, dets(2)), (2, 0.4, dets(0)), (4, 0.8, dets(4))], 8
-        ),
-    }
+    return [("/a.jpg", [1, 2], -1, 0.0, dets(3))] + [
+        ("/v.mp4", [3, 4, 2], i, t, dets(n)) for i, t, n in ((0, 0.0, 2), (2, 0.4, 0), (4, 0.8, 4))
+    ]
 
 
-def test_rank_is_a_brute_force_search():
-    units = _units()
-    query = units["/v.mp4"]["embeddings"][3] * 0.9
+def test_top_hits_are_a_brute_force_search():
+    frames = _frames()
+    query = frames[-1][4]["embeddings"][3] * 0.9
     flat = [  # every detection with where it came from, by hand
-        (u["embeddings"][j], key, frame, u["boxes"][j], u["scores"][j])
-        for key, u in units.items()
-        for j, frame in enumerate(np.repeat(u["frames"], u["counts"]))
+        (d["embeddings"][j], key, i, t, d["boxes"][j], d["scores"][j])
+        for key, _, i, t, d in frames
+        for j in range(len(d["boxes"]))
     ]
     assert len(flat) == 9
     best = sorted(flat, key=lambda d: -float(d[0] @ query))[:5]
-    got = rank(units, query, 5)
+    top, everything = TopHits(query, 5), TopHits(query, 100)
+    for key, _, i, t, d in frames:
+        top.add(key, i, t, d)
+        everything.add(key, i, t, d)
+    got = top.hits()
     assert len(got) == 5
-    for (emb, key, frame, box, det), m in zip(best, got, strict=True):
+    for (emb, key, frame, _, box, det), m in zip(best, got, strict=True):
         assert m["unit"] == key and m["frame"] == frame
         assert m["score"] == pytest.approx(float(emb @ query), abs=5.1e-5)  # 4 decimals
         assert m["box"] == [round(float(v), 1) for v in box]
         assert m["det_score"] == round(float(det), 4)
     assert got[0]["unit"] == "/v.mp4" and got[0]["frame"] == 4 and got[0]["time"] == 0.8
-    assert len(rank(units, query, 100)) == 9
-    assert rank({}, query, 5) == []
+    assert len(everything.hits()) == 9
+    assert TopHits(query, 5).hits() == []
 
 
-def test_index_file_round_trip_and_invalidation(tmp_path):
-    units = _units()
-    path = tmp_path / "index.npz"
-    save_index(path, units, "key1")
-    back = load_index(path, "key1")
-    assert back.keys() == units.keys()
-    for key, unit in units.items():
-        assert back[key]["sig"] == unit["sig"]
-        for field in ("frames", "times", "counts", "boxes", "scores", "embeddings"):
-            assert back[key][field].dtype == unit[field].dtype
-            np.testing.assert_array_equal(back[key][field], unit[field])
-    assert load_index(path, "another model") == {}
-    path.write_bytes(path.read_bytes()[:100])  # truncated: rebuilt, not a crash
-    assert load_index(path, "key1") == {}
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["index.npz"]  # no temporary left
+def test_equal_similarities_keep_arrival_order():
+    one = {"boxes": np.zeros((1, 4), np.float32), "scores": np.ones(1, np.float32),
+           "embeddings": np.ones((1, 2), np.float32) / np.sqrt(2)}  # fmt: skip
+    top = TopHits(one["embeddings"][0], 2)
+    for i in range(5):
+        top.add("/v.mp4", i, i / 10, one)
+    assert [h["frame"] for h in top.hits()] == [0, 1]
+
+
+def test_index_round_trip_in_chunks_and_invalidation(tmp_path, monkeypatch):
+    monkeypatch.setattr(index, "CHUNK_FRAMES", 2)  # the video's three frames take two chunks
+    frames = _frames()
+    writer = index.IndexWriter(tmp_path / "idx", "key1", 8)
+    for key, sig, i, t, d in frames:
+        writer.add(key, sig, i, t, d)
+    writer.end("/a.jpg")
+    writer.end("/v.mp4")
+    writer.close()
+    back = index.load_index(tmp_path / "idx", "key1")
+    assert list(back) == ["/a.jpg", "/v.mp4"] and len(back["/v.mp4"].chunks) == 2
+    rows = [(k, *row) for k, u in back.items() for row in u.rows()]
+    assert len(rows) == len(frames)
+    for (key, i, t, d), (key0, sig, i0, t0, d0) in zip(rows, frames, strict=True):
+        assert (key, i, t) == (key0, i0, t0) and back[key].sig == sig
+        for field in ("boxes", "scores", "embeddings"):
+            assert d[field].dtype == np.float32
+            np.testing.assert_array_equal(d[field], d0[field])
+    assert index.load_index(tmp_path / "idx", "another model") == {}
+    # a unit never ended is left out; a reused one is linked into a new index
+    writer = index.IndexWriter(tmp_path / "new", "key1", 8)
+    writer.reuse("/a.jpg", back["/a.jpg"])
+    writer.add("/v.mp4", [3, 4, 2], 0, 0.0, frames[1][4])
+    writer.close()
+    again = index.load_index(tmp_path / "new", "key1")
+    assert list(again) == ["/a.jpg"]  # the unit never ended is kept apart, to draw it only
+    assert list(index.load_index(tmp_path / "new", "key1", partial=True)) == ["/a.jpg", "/v.mp4"]
+    chunk = tmp_path / "idx" / back["/v.mp4"].chunks[0]
+    chunk.write_bytes(chunk.read_bytes()[:100])  # truncated: rebuilt, not a crash
+    assert index.load_index(tmp_path / "idx", "key1") == {}
+    (tmp_path / "idx" / index.META).write_text("{")
+    assert index.load_index(tmp_path / "idx", "key1") == {}
+    assert not list(tmp_path.rglob("*.tmp"))  # no temporary left
 
 
 class _Fake(backend.Session):
@@ -184,7 +214,7 @@ def test_runtime_app_runs_without_torch(tmp_path):
     assert best["unit"].endswith("green.png") and best["score"] > 0.99
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert [m["image"].rsplit("/", 1)[1] for m in results["matches"]] == ["green.png", "blue.png"]
-    assert (tmp_path / "out" / "index.npz").is_file() and (
+    assert (tmp_path / "out" / "index" / "meta.json").is_file() and (
         tmp_path / "out" / "index.html"
     ).is_file()
     assert sorted(p.name for p in (tmp_path / "demo").iterdir()) == [

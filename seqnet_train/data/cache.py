@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from seqnet_runtime import fs
+
 log = logging.getLogger(__name__)
 
 
@@ -37,10 +39,8 @@ def cached_arrays(paths, tag, parse):
             log.warning("ignoring unreadable cache entry %s", entry)
     arrays = parse()
     try:
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        tmp = entry.with_suffix(f".{os.getpid()}.tmp.npz")
-        np.savez(tmp, _stamp=stamp, **arrays)
-        os.replace(tmp, entry)
+        with fs.atomic_file(entry) as f:
+            np.savez(f, _stamp=stamp, **arrays)
     except OSError as e:
         log.warning("could not cache %s (%s); it will be parsed again next time", first, e)
     return arrays

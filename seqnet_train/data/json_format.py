@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from seqnet_runtime import fs
 from seqnet_train.data.records import add_train_labels, drop_degenerate, make_record
 from seqnet_train.errors import SeqNetError
 from seqnet_train.identities import RAW_QUERY_DUMMY, RAW_UNLABELED
@@ -205,7 +206,5 @@ def write(path, images, queries):
             for q in queries
         ],
     }
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, separators=(",", ":")))
-    tmp.replace(path)
+    fs.write_text(path, json.dumps(doc, separators=(",", ":")))
     return path

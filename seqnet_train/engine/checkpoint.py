@@ -7,7 +7,6 @@ steps of epoch N. A crash while writing leaves only a temporary file behind.
 """
 
 import logging
-import os
 import random
 import re
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from seqnet_runtime import fs
 from seqnet_train.errors import SeqNetError
 from seqnet_train.modeling.checkpoint import read_checkpoint
 
@@ -30,21 +30,12 @@ def checkpoint_name(epoch, step_in_epoch=None):
 
 
 def save_atomic(obj, path, before_rename=None):
-    """torch.save to a temporary file in the same folder, fsync, then rename over ``path``."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
+    """torch.save, all or nothing (``seqnet_runtime.fs.atomic_file``); ``before_rename`` runs
+    once the data is written, before it replaces ``path`` (the crash tests stop there)."""
+    with fs.atomic_file(path) as f:
         torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    if before_rename:
-        before_rename()
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+        if before_rename:
+            before_rename()
 
 
 def rng_states():

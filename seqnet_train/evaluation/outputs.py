@@ -13,12 +13,12 @@ The golden cases' ``.npz`` files (``evalgold/outputs``) hold the same keys; ``lo
 reads both, and ``python -m seqnet_train.evaluation.convert_npz IN.npz OUT.pt`` converts.
 """
 
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from seqnet_runtime import fs
 from seqnet_train.errors import SeqNetError
 
 FORMAT = 1
@@ -30,15 +30,14 @@ NAMES = ("gallery_names", "query_names")
 
 
 def save_outputs(outputs, path):
-    """Write atomically (temp file + rename), so an interrupted run never leaves half a file."""
+    """Write atomically (``seqnet_runtime.fs``), so an interrupted run never leaves half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = {k: torch.as_tensor(np.asarray(outputs[k])) for k in ARRAYS}
     data.update({k: [str(n) for n in outputs[k]] for k in NAMES})
     data["meta"] = {"format": FORMAT, **dict(outputs.get("meta", {}))}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(data, tmp)
-    os.replace(tmp, path)
+    with fs.atomic_file(path) as f:
+        torch.save(data, f)
 
 
 def load_outputs(path):

@@ -1,9 +1,8 @@
 """What a user reads: the printed table, metrics.json, the CUHK-SYSU curve, per-query top-10."""
 
-import json
-import os
 import re
-from pathlib import Path
+
+from seqnet_runtime import fs
 
 
 def format_table(metrics):
@@ -33,12 +32,8 @@ def _order(row):
 
 
 def write_json(obj, path):
-    """Atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
+    """Atomically (``seqnet_runtime.fs``)."""
+    fs.write_json(path, obj, indent=1)
 
 
 def plot_curve(metrics, path):

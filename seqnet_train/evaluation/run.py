@@ -85,9 +85,11 @@ def evaluate(model, cfg, output_dir, epoch=None, rank=0, world_size=1):
     return score_outputs(cfg, outputs, output_dir)
 
 
-def evaluate_checkpoint(cfg, ckpt_path=None, backend="torch", package=None):
+def evaluate_checkpoint(cfg, ckpt_path=None, backend="torch", package=None, precision=None,
+                        graphs="standard"):  # fmt: skip
     """Evaluate into ``cfg.OUTPUT_DIR`` (``seqnet eval``, ``train --eval``): a checkpoint on
-    PyTorch, or with another ``backend`` a model package exported from one."""
+    PyTorch, or with another ``backend`` a model package exported from one (its ``precision``
+    and ``graphs`` flavour)."""
     cached = outputs_path(cfg, cfg.OUTPUT_DIR)
     if cfg.EVAL_USE_CACHE and cached.is_file():
         return score_outputs(cfg, load_outputs(cached), cfg.OUTPUT_DIR)
@@ -99,14 +101,14 @@ def evaluate_checkpoint(cfg, ckpt_path=None, backend="torch", package=None):
         if package is None:
             raise SeqNetError(f"the {backend} backend evaluates a model package: give --model")
         device = "cuda" if cfg.DEVICE.startswith("cuda") else "cpu"
-        session = load(package, backend, device=device)
+        session = load(package, backend, device=device, precision=precision, graphs=graphs)
     return evaluate(session, cfg, cfg.OUTPUT_DIR)
 
 
 def run(args):
     """``seqnet eval --cfg CFG (--ckpt CKPT | --backend B --model PACKAGE) [KEY VALUE ...]``."""
     cfg = load_cfg(args.cfg, args.opts)
-    evaluate_checkpoint(cfg, args.ckpt, args.backend, args.model)
+    evaluate_checkpoint(cfg, args.ckpt, args.backend, args.model, args.precision, args.graphs)
 
 
 def run_score(args):

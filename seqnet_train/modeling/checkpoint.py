@@ -1,6 +1,8 @@
 """Load released-format checkpoints (``{"model": state_dict, ...}``) or bare state dicts."""
 
 import logging
+import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -24,7 +26,14 @@ def read_checkpoint(path):
         raise SeqNetError(f"checkpoint not found: {path}")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated, corrupt, or holding arbitrary objects
+    except pickle.UnpicklingError as e:  # weights_only refused a Python object
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        what = f" ({found.group(1)})" if found else ""
+        raise SeqNetError(
+            f"cannot read checkpoint {path}: it holds Python objects{what}, which are not loaded "
+            "(torch.load weights_only=True: only tensors and plain values)"
+        ) from None
+    except Exception as e:  # truncated or corrupt
         raise SeqNetError(f"cannot read checkpoint {path}: {e.__class__.__name__}: {e}") from None
     if not isinstance(ckpt, dict):
         raise SeqNetError(f"{path}: expected a dict, got {type(ckpt).__name__}")
@@ -64,12 +73,13 @@ def adapt_state_dict(model, state_dict, source="checkpoint"):
     return sd
 
 
-def load_checkpoint(model, path):
-    """Load weights into ``model`` from a released checkpoint or a bare state dict.
+def load_checkpoint(model, path, checkpoint=None):
+    """Load weights into ``model`` from a released checkpoint or a bare state dict at ``path``
+    (``checkpoint``: its dict, when already read).
 
     Returns the whole checkpoint dict (optimizer, epoch, ... when present).
     """
-    ckpt = read_checkpoint(path)
+    ckpt = read_checkpoint(path) if checkpoint is None else checkpoint
     state_dict = ckpt["model"] if isinstance(ckpt.get("model"), dict) else ckpt
     sd = adapt_state_dict(model, state_dict, source=str(path))
     model.load_state_dict(sd, strict=False)

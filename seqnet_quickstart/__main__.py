@@ -1,0 +1,3 @@
+from seqnet_quickstart import main
+
+main()

@@ -1,0 +1,365 @@
+"""Search a whole archive: many videos (and folders of images) in one ``seqnet-run``.
+
+Videos are cut into segments of ``--segment`` seconds (a whole number of batches of sampled
+frames, so that every frame is detected in the batch it would be in without segments: the
+results are those of an unsplit run). Segments are detected in this process or, with
+``--ray``, by Ray actors that each hold one session; each segment's detections are written
+atomically under ``OUT/.segments/<model key>/`` as it completes, so a run started again with the
+same arguments detects only what is missing. When an input's segments are all there, its
+outputs (today's ``seqnet-run`` folder: matches, appearances, annotated video, page, index)
+are written into ``OUT/inputs/<name>/`` by the same search pass, taking every detection from
+the segments; at the end ``OUT/matches.json`` and ``OUT/index.html`` rank each query's
+appearances across the archive. A bad input (unreadable, not a video, gone mid-run) is
+reported in one line and in the archive report; the rest is still searched.
+"""
+
+import glob
+import hashlib
+import io
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from seqnet_runtime import archive_report, fs, video
+from seqnet_runtime.errors import SeqNetError
+from seqnet_runtime.gallery import ImageGallery, VideoGallery
+from seqnet_runtime.images import IMAGE_EXTS, gallery_images
+from seqnet_runtime.index import Unit, chunk_arrays, load_index
+from seqnet_runtime.run import check_options, open_session, read_queries, search_into
+from seqnet_runtime.stream import frames_with_detections
+
+log = logging.getLogger(__name__)
+
+VIDEO_EXTS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".ts",
+                        ".wmv", ".flv", ".3gp"})  # fmt: skip
+MARKERS = ("archive.json",)  # an --out holding this is ours to resume or replace
+SEGMENTS = ".segments"
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Frames ``[start, end)`` (decode order; ``end`` None: to the video's end) of one video,
+    every ``every``-th of them."""
+
+    path: str
+    key: str  # the input's key: its path, size, modification time, sampling and segments
+    start: int
+    end: int
+    every: int
+    frames: int  # sampled frames the container's frame count promises (for progress)
+
+    @property
+    def name(self):
+        return f"{self.key}_{self.start:010d}.npz"
+
+
+@dataclass
+class Input:
+    """One input of the archive: a video (cut into segments) or a folder of images."""
+
+    path: Path
+    name: str  # its output folder under OUT/inputs
+    gallery: object
+    segments: list  # [Segment]; empty for a folder of images (searched in the driver)
+    error: str = None  # why it was skipped
+
+
+def expand(inputs, list_file=None):
+    """The archive's inputs from paths, folders, globs and a list file: ``(paths, skipped)``,
+    ``skipped`` being ``[(input, reason)]``. A folder holding videos is its videos (its other
+    files are reported); a folder of images only is one input."""
+    wanted = list(inputs)
+    if list_file:
+        try:
+            text = Path(list_file).read_text()
+        except (OSError, UnicodeDecodeError) as e:
+            raise SeqNetError(
+                f"--inputs {list_file}: cannot read it ({e.__class__.__name__})"
+            ) from None
+        wanted += [line.strip() for line in text.splitlines() if line.strip()[:1] not in ("", "#")]
+    if not wanted:
+        raise SeqNetError("give at least one input (a video, a folder, a glob or --inputs FILE)")
+    paths, skipped, seen = [], [], set()
+
+    def add(path):
+        if path.resolve() not in seen:
+            seen.add(path.resolve())
+            paths.append(path)
+
+    for item in wanted:
+        path = Path(item)
+        if not path.exists() and any(c in item for c in "*?["):
+            matches = sorted(glob.glob(item))
+            if not matches:
+                skipped.append((item, "no file matches this pattern"))
+            for match in matches:
+                add(Path(match))
+        elif not path.exists():
+            skipped.append((item, "not found"))
+        elif path.is_dir() and any(_is_video(p) for p in path.iterdir()):
+            for p in sorted(path.iterdir()):
+                if _is_video(p):
+                    add(p)
+                elif p.is_file() and not p.name.startswith("."):
+                    skipped.append((str(p), "not a video"))
+        else:
+            add(path)
+    return paths, skipped
+
+
+def _is_video(path):
+    return path.is_file() and path.suffix.lower() in VIDEO_EXTS
+
+
+def plan(paths, *, every, segment, batch):
+    """``[Input]``: each video cut into segments of ``segment`` seconds (None: one segment),
+    each a multiple of ``batch`` sampled frames; what cannot be read gets its ``error``."""
+    names, out = set(), []
+    for path in paths:
+        name, n = path.stem, 2
+        while name in names:
+            name, n = f"{path.stem}_{n}", n + 1
+        names.add(name)
+        try:
+            if path.is_dir() or path.suffix.lower() in IMAGE_EXTS:
+                files = gallery_images([str(path)]) if path.is_dir() else [path]
+                gallery = ImageGallery(files)
+                gallery.check()
+                out.append(Input(path, name, gallery, []))
+                continue
+            if path.suffix.lower() not in VIDEO_EXTS:
+                raise SeqNetError(f"{path.name} is not a video or a folder of images")
+            gallery = VideoGallery(path, every)
+            gallery.check()
+            out.append(Input(path, name, gallery, _segments(gallery, every, segment, batch)))
+        except SeqNetError as e:
+            out.append(Input(path, name, None, [], error=str(e)))
+    return out
+
+
+def _segments(gallery, every, seconds, batch):
+    total = video.frame_count(gallery.path) or video.count_frames(gallery.path)
+    ((key, sig),) = gallery.units().items()
+    step = total
+    if seconds:
+        rate = float(video.frame_rate(gallery.path))
+        step = max(1, math.ceil(seconds * rate / (every * batch))) * every * batch
+    digest = hashlib.sha256(json.dumps([key, sig, step]).encode()).hexdigest()[:16]
+    starts = list(range(0, max(total, 1), max(step, 1)))
+    ends = [*starts[1:], None]  # the last runs to the end, whatever the container declared
+    return [
+        Segment(key, digest, a, b, every, -(-((b or max(total, a)) - a) // every))
+        for a, b in zip(starts, ends)
+    ]
+
+
+class SegmentGallery(VideoGallery):
+    """A segment of a video, as a gallery of one unit."""
+
+    def __init__(self, segment):
+        super().__init__(segment.path, segment.every)
+        self.segment = segment
+
+    def size_hint(self, keys):
+        return self.segment.frames
+
+    def frames(self, key, wanted=None):
+        s = self.segment
+        yield from video.frames(self.path, s.every, s.start, s.end)
+
+
+def detect_segment(session, segment, batch):
+    """``(segment, npz bytes of its detections, frames, error)``: the work of a segment, in
+    this process or on a Ray actor. A video that cannot be read is an error, not a raise."""
+    try:
+        gallery = SegmentGallery(segment)
+        rows = [(i, t, d) for _, i, t, _, d in
+                frames_with_detections(session, gallery, {}, batch, False)]  # fmt: skip
+    except SeqNetError as e:
+        return segment, None, 0, str(e)
+    buffer = io.BytesIO()
+    np.savez(buffer, **chunk_arrays(rows, session.dim))
+    return segment, buffer.getvalue(), len(rows), None
+
+
+class InProcess:
+    """Segments detected one after another by this process's session."""
+
+    name = "in-process"
+
+    def __init__(self, session, batch):
+        self.session, self.batch = session, batch
+
+    def map(self, segments):
+        for segment in segments:
+            yield detect_segment(self.session, segment, self.batch)
+
+    def close(self):
+        pass
+
+
+class SegmentWorker:
+    """A Ray actor: one session, loaded once, detecting segment after segment."""
+
+    def __init__(self, model, backend, options, batch):
+        from seqnet_runtime.backend import load
+
+        self.session = load(model, backend, **options)
+        self.batch = batch
+
+    def detect(self, segment):
+        return detect_segment(self.session, segment, self.batch)
+
+
+class RayPool:
+    """Segments spread over Ray actors (``--ray auto`` starts or joins a local Ray; an address
+    joins that cluster). A worker that dies is restarted and its segment run again."""
+
+    name = "ray"
+
+    def __init__(self, address, workers, model, backend, options, batch):
+        try:
+            import ray
+            from ray.util import ActorPool
+        except ImportError:
+            raise SeqNetError("--ray needs Ray: pip install 'seqnet[cluster]'") from None
+        start = time.perf_counter()
+        ray.init(address=None if address == "auto" else address, include_dashboard=False,
+                 log_to_driver=False, ignore_reinit_error=True)  # fmt: skip
+        gpu = options.get("device") == "cuda"
+        actor = ray.remote(num_cpus=0 if gpu else 1, num_gpus=1 if gpu else 0, max_restarts=-1,
+                           max_task_retries=-1)(SegmentWorker)  # fmt: skip
+        self.ray = ray
+        self.actors = [actor.remote(model, backend, options, batch) for _ in range(workers)]
+        self.pool = ActorPool(self.actors)
+        log.info("Ray: %d workers on %s (%.1f s to start)", workers,
+                 ray.get_runtime_context().gcs_address, time.perf_counter() - start)  # fmt: skip
+
+    def map(self, segments):
+        return self.pool.map_unordered(lambda actor, s: actor.detect.remote(s), list(segments))
+
+    def close(self):
+        for actor in self.actors:
+            self.ray.kill(actor)
+
+
+def detect(inputs, workers, root, on_input):
+    """Detect every missing segment of ``inputs`` with ``workers`` (InProcess or RayPool),
+    writing each to ``root``; ``on_input(input)`` runs as soon as an input is complete."""
+    root.mkdir(parents=True, exist_ok=True)
+    missing = {}
+    for item in inputs:
+        if item.error is None:
+            missing[item.name] = {s for s in item.segments if not (root / s.name).is_file()}
+    by_segment = {s: item for item in inputs for s in missing.get(item.name, ())}
+    for item in inputs:  # complete already (resumed), or images only
+        if item.error is None and not missing[item.name]:
+            on_input(item)
+    todo = [s for item in inputs for s in missing.get(item.name, ()) if item.error is None]
+    todo.sort(key=lambda s: (inputs.index(by_segment[s]), s.start))
+    bar = tqdm(total=sum(s.frames for s in todo), desc="archive", unit="frame")
+    try:
+        for segment, data, _, error in workers.map(todo):
+            item = by_segment[segment]
+            bar.update(segment.frames)
+            if item.error is not None:
+                continue
+            if error is not None:
+                item.error = error
+                log.warning("skipping %s: %s", item.path, error)
+                continue
+            fs.write_bytes(root / segment.name, data)
+            missing[item.name].discard(segment)
+            if not missing[item.name]:
+                on_input(item)
+    finally:
+        bar.close()
+
+
+def stored_unit(item, root):
+    """An input's segments as one stored index unit (its detections, in frame order)."""
+    ((key, sig),) = item.gallery.units().items()
+    return {
+        key: Unit(root, sig, tuple(s.name for s in sorted(item.segments, key=lambda s: s.start)))
+    }
+
+
+def is_archive(inputs, list_file=None, segment=None, ray=None):
+    """Whether a ``seqnet-run`` is an archive search: several inputs, a list file, a glob, a
+    folder holding videos, or segments or Ray asked for."""
+    if len(inputs) != 1 or list_file or segment or ray:
+        return True
+    path = Path(inputs[0])
+    if not path.exists():
+        return any(c in inputs[0] for c in "*?[")
+    return path.is_dir() and any(_is_video(p) for p in path.iterdir())
+
+
+def search_archive(inputs, query_paths, *, list_file=None, box=None, model=None, backend="auto",
+                   device="cpu", precision=None, graphs="standard", every=1, batch=None,
+                   threshold=0.5, gap=2.0, topk=10, out="run_output", annotate=True,
+                   segment=None, ray=None, workers=1):  # fmt: skip
+    """``seqnet-run`` over an archive. Returns the archive report (matches.json's contents)."""
+    check_options(every=every, batch=batch, threshold=threshold, gap=gap, topk=topk)
+    if segment is not None and segment <= 0:
+        raise SeqNetError(f"--segment is in seconds, more than 0, got {segment}")
+    if workers < 1:
+        raise SeqNetError(f"--workers must be 1 or more, got {workers}")
+    out = Path(out)
+    if out.exists() and (
+        not out.is_dir() or (any(out.iterdir()) and not (out / MARKERS[0]).exists())
+    ):
+        raise SeqNetError(f"--out {out} holds other files; choose a new or empty folder")
+    queries = read_queries(query_paths, box)
+    paths, skipped = expand(inputs, list_file)
+    start = time.perf_counter()
+    session, model = open_session(model, backend, device, precision, graphs, queries)
+    batch = batch or session.batch_size
+    items = plan(paths, every=every, segment=segment, batch=batch)
+    settings = {"model": str(model.resolve()), "every": every, "threshold": threshold, "gap": gap}
+    fs.write_json(
+        out / MARKERS[0], {"version": archive_report.FORMAT_VERSION, **settings, "segment": segment}
+    )
+    root = out / SEGMENTS / session.key[:16]
+    reports = {}
+
+    def write_input(item):
+        cached = (
+            stored_unit(item, root)
+            if item.segments
+            else load_index(out / "inputs" / item.name / "index", session.key)
+        )
+        meta = {"input": str(item.path.resolve()), **settings}
+        with fs.atomic_dir(out / "inputs" / item.name) as tmp:
+            _, reports[item.name] = search_into(
+                tmp, session, item.gallery, queries, cached, meta, batch=batch, topk=topk,
+                annotate=annotate,
+            )  # fmt: skip
+
+    options = {"device": device, "precision": precision}
+    options |= {} if graphs == "standard" else {"graphs": graphs}
+    workers_ = (
+        RayPool(ray, workers, model, backend, options, batch) if ray else InProcess(session, batch)
+    )
+    try:
+        detect(items, workers_, root, write_input)
+    finally:
+        workers_.close()
+    for item in items:
+        if item.error is not None:
+            skipped.append((str(item.path), item.error))
+    frames = sum(r["frames"] for r in reports.values())
+    seconds = time.perf_counter() - start
+    report = archive_report.write(out, settings, items, reports, skipped, queries, topk)
+    fs.write_json(out / "run.json", {"mode": workers_.name, "workers": workers, "frames": frames,
+                                     "seconds": round(seconds, 2)})  # fmt: skip
+    log.info("%d inputs, %d frames in %.1f s (%.2f frames/s, %s); %d skipped; wrote %s",
+             len(reports), frames, seconds, frames / max(seconds, 1e-9), workers_.name,
+             len(skipped), out / "index.html")  # fmt: skip
+    return report

@@ -1,0 +1,192 @@
+"""``seqnet-run`` over an archive (``seqnet_runtime.archive``): several videos in one search,
+segments equal to an unsplit run (``--every`` too), resumable after the driver is killed, bad
+inputs reported while the rest is searched, and (slow) the same outputs from Ray workers, one
+of them killed mid-segment."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from seqnet_runtime import archive as archive_module
+from seqnet_runtime.cli import main as seqnet_run
+from seqnet_train.cli import main as seqnet
+from tests.tiny import tiny_model
+
+ROOT = Path(__file__).resolve().parents[1]
+VIDEOS = {"cam1": (60, 1), "cam2": (50, 2), "cam3": (90, 3)}  # frames, seed
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    """A tiny exported package, three synthetic videos in a folder (with a file that is not a
+    video), and query crops."""
+    from seqnet_export.run import write_graphs
+
+    base = tmp_path_factory.mktemp("archive")
+    (base / "pkg").mkdir()
+    write_graphs(base / "pkg", tiny_model().eval(), config_yaml="")
+    (base / "cameras").mkdir()
+    for name, (frames, seed) in VIDEOS.items():
+        seqnet(["synth", "--format", "video", "--out", str(base / name), "--seed", str(seed),
+                "--frames", str(frames), "--size", "96", "128", "--queries", "2"])  # fmt: skip
+        shutil.copy(base / name / "video.mp4", base / "cameras" / f"{name}.mp4")
+    (base / "cameras" / "notes.txt").write_text("not a video")
+    return base
+
+
+def arguments(base, out, *inputs, extra=()):
+    args = [*map(str, inputs), "--model", str(base / "pkg"), "--out", str(out), "--batch", "2"]
+    for q in sorted((base / "cam1" / "queries").glob("*.jpg")):
+        args += ["--query", str(q)]
+    return [*args, "--no-video", *extra]
+
+
+def run(base, out, *inputs, extra=()):
+    result = CliRunner().invoke(seqnet_run, arguments(base, out, *inputs, extra=extra))
+    assert result.exit_code == 0, result.output
+    return json.loads((out / "matches.json").read_text())
+
+
+def outputs(out):
+    """What must not depend on how the work was spread or interrupted: the archive's and
+    each input's matches.json."""
+    found = {"archive": (out / "matches.json").read_text()}
+    for folder in sorted((out / "inputs").iterdir()):
+        found[folder.name] = (folder / "matches.json").read_text()
+    return found
+
+
+def test_a_folder_of_videos_is_one_search(archive, tmp_path):
+    out = tmp_path / "out"
+    report = run(archive, out, archive / "cameras")
+    assert [i["name"] for i in report["inputs"]] == ["cam1", "cam2", "cam3"]
+    assert [i["frames"] for i in report["inputs"]] == [60, 50, 90]
+    assert report["skipped"] == [
+        {"input": str(archive / "cameras" / "notes.txt"), "reason": "not a video"}
+    ]
+    for q in report["queries"]:
+        sims = [a["best"]["similarity"] for a in q["appearances"]]
+        assert sims == sorted(sims, reverse=True)
+        assert len(q["hits"]) == 10
+        for a in q["appearances"][:3]:
+            assert (out / a["thumb"]).is_file()
+    # an input's folder holds what seqnet-run on that video alone writes
+    alone = run(
+        archive, tmp_path / "alone", archive / "cameras" / "cam2.mp4", extra=["--segment", "9"]
+    )
+    mine = json.loads((out / "inputs" / "cam2" / "matches.json").read_text())
+    assert mine["queries"] == alone_input(tmp_path / "alone")["queries"]
+    assert alone["inputs"][0]["frames"] == 50
+    page = (out / "index.html").read_text()
+    assert "inputs/cam3/index.html" in page and "not a video" in page
+
+
+def alone_input(out):
+    (folder,) = (out / "inputs").iterdir()
+    return json.loads((folder / "matches.json").read_text())
+
+
+@pytest.mark.parametrize("every", [1, 3])
+def test_segments_equal_an_unsplit_run(archive, tmp_path, every):
+    videos = (archive / "cameras" / "cam3.mp4", archive / "cameras" / "cam1.mp4")
+    extra = ["--every", str(every)]
+    run(archive, tmp_path / "whole", *videos, extra=extra)
+    run(archive, tmp_path / "split", *videos, extra=[*extra, "--segment", "1.3"])
+    assert outputs(tmp_path / "whole") == outputs(tmp_path / "split")
+    assert len(list((tmp_path / "split" / archive_module.SEGMENTS).rglob("*.npz"))) > 4
+    per_frame = alone_or(tmp_path / "split", "cam3")["queries"][0]["per_frame"]
+    assert [f[0] for f in per_frame] == list(range(0, 90, every))  # none twice, none missed
+
+
+def alone_or(out, name):
+    return json.loads((out / "inputs" / name / "matches.json").read_text())
+
+
+def test_bad_inputs_are_reported_and_the_rest_searched(archive, tmp_path, monkeypatch):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    data = (archive / "cameras" / "cam1.mp4").read_bytes()
+    (bad / "truncated.mp4").write_bytes(data[:300])
+    (bad / "garbage.mp4").write_bytes(b"\0" * 4096)
+    gone = bad / "gone.mp4"
+    shutil.copy(archive / "cameras" / "cam2.mp4", gone)
+    detect = archive_module.detect_segment
+
+    def vanishing(session, segment, batch):  # the input disappears once the run has started
+        if segment.path == str(gone.resolve()):
+            gone.unlink(missing_ok=True)
+        return detect(session, segment, batch)
+
+    monkeypatch.setattr(archive_module, "detect_segment", vanishing)
+    out = tmp_path / "out"
+    report = run(archive, out, bad, archive / "cameras" / "cam3.mp4", tmp_path / "nowhere.mp4")
+    assert [i["name"] for i in report["inputs"]] == ["cam3"]
+    reasons = {Path(s["input"]).name: s["reason"] for s in report["skipped"]}
+    assert set(reasons) == {"truncated.mp4", "garbage.mp4", "gone.mp4", "nowhere.mp4"}
+    assert reasons["nowhere.mp4"] == "not found"
+    assert "video not found" in reasons["gone.mp4"]
+    assert all("\n" not in r for r in reasons.values())
+
+
+def _segments(out):
+    return list((out / archive_module.SEGMENTS).rglob("*.npz"))
+
+
+def _start(args):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    code = "import sys; from seqnet_runtime.cli import main; main(sys.argv[1:])"
+    return subprocess.Popen([sys.executable, "-c", code, *args], env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+
+
+@pytest.mark.parametrize("after", [1, 4])
+def test_resume_after_the_driver_is_killed(archive, tmp_path, after):
+    inputs = [archive / "cameras" / f"{n}.mp4" for n in VIDEOS]
+    reference = tmp_path / "reference"
+    run(archive, reference, *inputs, extra=["--segment", "1"])
+    out = tmp_path / "out"
+    args = arguments(archive, out, *inputs, extra=["--segment", "1"])
+    driver = _start(args)
+    deadline = time.monotonic() + 300
+    while len(_segments(out)) < after and driver.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    done = len(_segments(out))
+    assert 0 < done < len(_segments(reference))  # killed half-way
+    run(archive, out, *inputs, extra=["--segment", "1"])
+    assert outputs(out) == outputs(reference)
+    assert len(_segments(out)) == len(_segments(reference))
+
+
+@pytest.mark.slow
+def test_ray_workers_give_the_same_outputs_even_when_one_is_killed(archive, tmp_path):
+    pytest.importorskip("ray", reason="Ray is not installed (pip install '.[cluster]')")
+    inputs = [archive / "cameras" / f"{n}.mp4" for n in VIDEOS]
+    run(archive, tmp_path / "local", *inputs, extra=["--segment", "1"])
+    out = tmp_path / "ray"
+    args = arguments(archive, out, *inputs, extra=["--segment", "1", "--ray", "--workers", "2"])
+    env = dict(os.environ, PYTHONPATH=str(ROOT), RAY_ADDRESS="")
+    code = "import sys; from seqnet_runtime.cli import main; main(sys.argv[1:])"
+    driver = subprocess.Popen([sys.executable, "-c", code, *args], env=env, cwd=ROOT)
+    killed = None
+    deadline = time.monotonic() + 300
+    while driver.poll() is None and time.monotonic() < deadline:
+        if killed is None and _segments(out):
+            found = subprocess.run(["pgrep", "-f", "SegmentWorker"], capture_output=True, text=True)
+            pids = [int(p) for p in found.stdout.split()]
+            if pids:
+                killed = pids[0]
+                os.kill(killed, signal.SIGKILL)
+        time.sleep(0.05)
+    assert driver.wait(timeout=60) == 0
+    assert killed is not None, "no Ray worker was seen to kill"
+    assert outputs(out) == outputs(tmp_path / "local")
