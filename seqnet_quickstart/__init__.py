@@ -6,7 +6,7 @@ for a few test queries into ``demo_output/``: per-query summary images and one H
 the deployment half: the model is exported to a verified ONNX package (``seqnet-export``), a
 synthetic video of the test identities is written with its ground truth (``seqnet synth
 --format video``), ``seqnet-run`` searches it for three of them on ONNX Runtime, and the run is
-scored against the truth (``benchmarks/video_search.py``). Every step is an ordinary command,
+scored against the truth (``seqnet_runtime.video_score``). Every step is an ordinary command,
 so each can be rerun or changed on its own.
 Training runs in bf16 on CPUs with bf16 instructions (AMX or AVX512-BF16: 1.3-1.8x faster steps
 there) and in fp32 elsewhere (where bf16 is emulated and slower); ``--precision`` overrides it.
@@ -19,14 +19,13 @@ import glob
 import json
 import logging
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import torch
 
 from seqnet_export.cli import main as export
+from seqnet_runtime import fs, video_score
 from seqnet_runtime.gallery import open_gallery
 from seqnet_runtime.index import IndexWriter
 from seqnet_runtime.run import run
@@ -140,13 +139,9 @@ def _video_search(out, ckpt, timings):
     search = lambda: run(video / "video.mp4", queries, model=package, backend="onnxruntime",  # noqa: E731
                          out=run_out)  # fmt: skip
     found = _timed("seqnet-run", timings, search)
-    scores = run_out / "video_scores.json"
-    scorer = Path(__file__).resolve().parents[1] / "benchmarks" / "video_search.py"
-    subprocess.run([sys.executable, str(scorer), "--run", str(run_out), "--truth",
-                    str(video / "truth.json"), "--json", str(scores)], check=True,
-                   stdout=subprocess.DEVNULL)  # fmt: skip
-    result = json.loads(scores.read_text())
-    mean = result["mean"]
+    result = video_score.score(run_out, video / "truth.json")
+    fs.write_json(out / "video_scores.json", result, indent=1)
+    mean, seen = result["mean"], result["appearances"]
     return {
         "backend": "onnxruntime",
         "frames": found.frames,
@@ -154,10 +149,17 @@ def _video_search(out, ckpt, timings):
         "ap": mean["ap"],
         "recall": mean["recall"],
         "false_matches": mean["false_matches"],
-        "queries": {
-            n: {"ap": q["ap"], "recall": q["recall"]} for n, q in result["queries"].items()
+        "appearances": {
+            "precision": seen["overall"]["precision"], "recall": seen["overall"]["recall"],
+            "found": seen["overall"]["found"], "true": seen["overall"]["true"],
+            "predicted": seen["overall"]["predicted"],
         },
-    }
+        "queries": {
+            n: {"ap": q["ap"], "recall": q["recall"],
+                "appearances": {k: seen["queries"][n][k] for k in ("predicted", "true", "recall")}}
+            for n, q in result["queries"].items()
+        },
+    }  # fmt: skip
 
 
 def bf16_training(precision):

@@ -50,17 +50,15 @@ class Unit:
                 rows = slice(ends[n] - chunk["counts"][n], ends[n])
                 yield int(i), float(t), {a: chunk[a][rows] for a in ARRAYS[3:]}
 
-    def detections(self):
-        """Every detection of the unit at once (for scoring, not for search): ``frames`` and
-        ``times`` per detection, ``boxes``, ``scores``, ``embeddings``."""
-        rows = list(self.rows())
-        out = {
-            "frames": np.array([i for i, _, d in rows for _ in d["boxes"]], np.int64),
-            "times": np.array([t for _, t, d in rows for _ in d["boxes"]], np.float64),
-        }
-        for a in ARRAYS[3:]:
-            out[a] = np.concatenate([d[a] for _, _, d in rows]) if rows else np.zeros(0)
-        return out
+    def arrays(self):
+        """The whole unit at once, as one chunk (for scoring, not for search): ``frames``,
+        ``times`` and ``counts`` per frame; ``boxes``, ``scores``, ``embeddings`` per
+        detection."""
+        parts = []
+        for name in self.chunks:
+            with np.load(self.folder / name, allow_pickle=False) as data:
+                parts.append({a: data[a] for a in ARRAYS})
+        return {a: np.concatenate([p[a] for p in parts]) for a in ARRAYS} if parts else {}
 
 
 def load_index(folder, model=None, partial=False):

@@ -88,8 +88,9 @@ def test_video_with_two_queries(ws, tmp_path, predicted):
     assert report["kind"] == "video" and report["frames"] == FRAMES and not report["partial"]
     assert [q["name"] for q in report["queries"]] == ["alice", "bob"]
     (unit,) = load_index(out / "index").values()
-    stored = unit.detections()
-    embeddings, boxes, frames = stored["embeddings"], stored["boxes"], stored["frames"]
+    stored = unit.arrays()
+    embeddings, boxes = stored["embeddings"], stored["boxes"]
+    frames = np.repeat(stored["frames"], stored["counts"])
     for q in report["queries"]:
         emb = np.array(q["embedding"], np.float32)
         sims = embeddings @ emb

@@ -1,8 +1,7 @@
 """``seqnet synth --format video`` (seqnet_train.data.synth_video) and its scorer
-(benchmarks/video_search.py): the video, its truth and queries, and the scores of made-up runs."""
+(seqnet_runtime.video_score): the video, its truth and queries, and the scores of made-up runs."""
 
 import hashlib
-import importlib.util
 import io
 import json
 import math
@@ -14,6 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from seqnet_runtime import video_score as video_search
+from seqnet_runtime.index import IndexWriter
 from seqnet_train.data import synth_video
 from seqnet_train.data.synth_video import MIN_VISIBLE, identity_looks, min_frames, write_video
 from seqnet_train.data.synth_world import Streams, plan
@@ -22,9 +23,6 @@ from seqnet_train.errors import SeqNetError
 av = pytest.importorskip("av")
 
 ROOT = Path(__file__).resolve().parents[1]
-SPEC = importlib.util.spec_from_file_location("video_search", ROOT / "benchmarks/video_search.py")
-video_search = importlib.util.module_from_spec(SPEC)
-SPEC.loader.exec_module(video_search)
 
 VIDEO = dict(
     seed=3, frames=60, fps=10, size=(120, 160), train_ids=5, test_ids=4, queries=2, cameras=3
@@ -347,21 +345,16 @@ def _write_run(folder, frames, dets, queries, threshold=0.5, video="video.mp4"):
     """A ``seqnet-run`` output folder: ``dets`` per processed frame = [(box, embedding)]."""
     folder.mkdir(parents=True)
     dim = len(queries[0][1])
-    boxes = [d[0] for per in dets for d in per]
-    emb = [d[1] for per in dets for d in per]
-    meta = {"version": 2, "model": "test", "units": [[str(Path(video).resolve()), [1, 2, 1]]]}
-    np.savez(
-        folder / "index.npz",
-        meta=np.array(json.dumps(meta)),
-        **{
-            "0/frames": np.array(frames, np.int64),
-            "0/times": np.array(frames, np.float64) / 10,
-            "0/counts": np.array([len(d) for d in dets], np.int64),
-            "0/boxes": np.array(boxes, np.float32).reshape(-1, 4),
-            "0/scores": np.ones(len(boxes), np.float32),
-            "0/embeddings": np.array(emb, np.float32).reshape(-1, dim),
-        },
-    )
+    key = str(Path(video).resolve())
+    index = IndexWriter(folder / "index", "test", dim)
+    for f, per in zip(frames, dets):
+        index.add(key, [1, 2, 1], f, f / 10, {
+            "boxes": np.array([d[0] for d in per], np.float32).reshape(-1, 4),
+            "scores": np.ones(len(per), np.float32),
+            "embeddings": np.array([d[1] for d in per], np.float32).reshape(-1, dim),
+        })  # fmt: skip
+    index.end(key)
+    index.close()
     matches = {
         "version": 1, "input": str(video), "every": 1, "threshold": threshold, "partial": False,
         "queries": [

@@ -1,8 +1,7 @@
-"""The appearance scores of benchmarks/video_search.py (issue 33): true appearances from a
+"""The appearance scores of seqnet_runtime.video_score (issue 33): true appearances from a
 hand-made truth, predicted ones made by hand (or grouped from a run's index), precision and
 recall."""
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -10,12 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from seqnet_runtime import video_score as video_search
 from seqnet_runtime.appearances import group_appearances, to_json
+from seqnet_runtime.index import IndexWriter
 
 ROOT = Path(__file__).resolve().parents[1]
-SPEC = importlib.util.spec_from_file_location("video_search", ROOT / "benchmarks/video_search.py")
-video_search = importlib.util.module_from_spec(SPEC)
-SPEC.loader.exec_module(video_search)
 
 FPS, N = 10, 80
 FRAMES = list(range(N))
@@ -163,19 +161,16 @@ def _write_run(folder, appearances=None, threshold=0.5):
         [(r["box"], _sim(0.9 if r["id"] == 7 else 0.2)) for r in rows if r["visible"] > 0]
         for rows in FT
     ]
-    meta = {"version": 2, "model": "test", "units": [[str(Path("video.mp4").resolve()), [1]]]}
-    np.savez(
-        folder / "index.npz",
-        meta=np.array(json.dumps(meta)),
-        **{
-            "0/frames": np.arange(N, dtype=np.int64),
-            "0/times": np.arange(N, dtype=np.float64) / FPS,
-            "0/counts": np.array([len(d) for d in dets], np.int64),
-            "0/boxes": np.array([b for d in dets for b, _ in d], np.float32),
-            "0/scores": np.ones(sum(map(len, dets)), np.float32),
-            "0/embeddings": np.array([e for d in dets for _, e in d], np.float32),
-        },
-    )
+    key = str(Path("video.mp4").resolve())
+    index = IndexWriter(folder / "index", "test", 2)
+    for f, per in enumerate(dets):
+        index.add(key, [1], f, f / FPS, {
+            "boxes": np.array([b for b, _ in per], np.float32).reshape(-1, 4),
+            "scores": np.ones(len(per), np.float32),
+            "embeddings": np.array([e for _, e in per], np.float32).reshape(-1, 2),
+        })  # fmt: skip
+    index.end(key)
+    index.close()
     query = {"name": "p7", "image": "p7.jpg", "box": [0, 0, 1, 1], "embedding": [1.0, 0.0],
              "hits": [], "per_frame": []}  # fmt: skip
     if appearances is not None:
