@@ -22,8 +22,9 @@ from seqnet_export.verify import (
     verify_fp16,
     verify_fp32,
 )
-from seqnet_runtime import fs
+from seqnet_runtime import fs, load
 from seqnet_runtime import package as package_format
+from seqnet_runtime.backend import backends
 from seqnet_runtime.errors import SeqNetError
 from seqnet_runtime.package import Graph
 from seqnet_train.modeling.checkpoint import read_checkpoint
@@ -38,6 +39,23 @@ def default_out(ckpt):
     """The package folder beside the checkpoint: ``epoch_19.pth`` -> ``epoch_19_package``."""
     ckpt = Path(ckpt)
     return ckpt.with_name(f"{ckpt.stem}_package")
+
+
+def verifying_backends():
+    """The package backends besides ONNX Runtime installed here that run on a CPU: the
+    export's fp32 verification runs on each (OpenVINO once computed a package wrongly)."""
+    found = []
+    for name, target in backends().items():
+        if name in ("onnxruntime", "torch", "tensorrt"):
+            continue
+        module = target.split(":")[0]
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            log.info("not verified on %s: it is not installed", name)
+            continue
+        found.append(name)
+    return found
 
 
 def load_config(checkpoint, ckpt, cfg_path):
@@ -177,6 +195,15 @@ def export_package(
             len(samples), what, "within the contract" if fp32["passed"] else "BEYOND the contract",
         )  # fmt: skip
         parity = {"fp32_vs_torch": fp32}
+        for name in verifying_backends():  # an engine can load a graph and compute it wrong
+            session = load(tmp, name, precision="fp32", threads=threads)
+            figures, _ = verify_fp32(optimize_for_inference(model), session, samples)
+            parity[f"fp32_vs_torch_{name}"] = figures | {"on": what}
+            del session
+            log.info(
+                "verified fp32 on %s against PyTorch: %s", name,
+                "within the contract" if figures["passed"] else "BEYOND the contract",
+            )  # fmt: skip
         if fp16:
             session = OnnxSession(tmp, precision="fp16", threads=threads)
             parity["fp16_vs_fp32"] = verify_fp16(session, samples, runs) | {"on": what}
@@ -195,7 +222,9 @@ def export_package(
             log.info(line)
         if not passed and not force:
             failed = [
-                {"fp32_vs_torch": "the fp32 graphs vs PyTorch", "fp16_vs_fp32": "fp16 vs fp32"}[k]
+                {"fp32_vs_torch": "the fp32 graphs vs PyTorch", "fp16_vs_fp32": "fp16 vs fp32"}.get(
+                    k, f"the fp32 graphs on {k.rsplit('_', 1)[-1]} vs PyTorch"
+                )
                 for k, v in parity.items()
                 if isinstance(v, dict) and not v["passed"]
             ]

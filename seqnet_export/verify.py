@@ -249,6 +249,13 @@ def parity_table(parity):
             f"  embedding       {fp32['embedding_max']:.2e}       <= {EMB_TOL:g}",
             f"  query embedding {fp32['query_embedding_max']:.2e}       <= {EMB_TOL:g}",
         ]
+    for key, other in parity.items():
+        if key.startswith("fp32_vs_torch_"):
+            lines.append(
+                f"fp32 on {key.rsplit('_', 1)[-1]:<9} box {other['box_max_px']:.2e} px, score "
+                f"{other['score_max']:.2e}, embedding {other['embedding_max']:.2e}, same counts: "
+                f"{other['same_detections']}"
+            )
     fp16 = parity.get("fp16_vs_fp32")
     if fp16:
         lines += [

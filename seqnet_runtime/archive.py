@@ -192,6 +192,7 @@ class InProcess:
     """Segments detected one after another by this process's session."""
 
     name = "in-process"
+    startup_s = 0.0
 
     def __init__(self, session, batch):
         self.session, self.batch = session, batch
@@ -212,6 +213,9 @@ class SegmentWorker:
 
         self.session = load(model, backend, **options)
         self.batch = batch
+
+    def ready(self):
+        return True
 
     def detect(self, segment):
         return detect_segment(self.session, segment, self.batch)
@@ -237,9 +241,11 @@ class RayPool:
                            max_task_retries=-1)(SegmentWorker)  # fmt: skip
         self.ray = ray
         self.actors = [actor.remote(model, backend, options, batch) for _ in range(workers)]
+        ray.get([a.ready.remote() for a in self.actors])  # the models are loaded
         self.pool = ActorPool(self.actors)
-        log.info("Ray: %d workers on %s (%.1f s to start)", workers,
-                 ray.get_runtime_context().gcs_address, time.perf_counter() - start)  # fmt: skip
+        self.startup_s = time.perf_counter() - start
+        log.info("Ray: %d workers on %s (%.1f s to start them)", workers,
+                 ray.get_runtime_context().gcs_address, self.startup_s)  # fmt: skip
 
     def map(self, segments):
         return self.pool.map_unordered(lambda actor, s: actor.detect.remote(s), list(segments))
@@ -357,8 +363,10 @@ def search_archive(inputs, query_paths, *, list_file=None, box=None, model=None,
     frames = sum(r["frames"] for r in reports.values())
     seconds = time.perf_counter() - start
     report = archive_report.write(out, settings, items, reports, skipped, queries, topk)
-    fs.write_json(out / "run.json", {"mode": workers_.name, "workers": workers, "frames": frames,
-                                     "seconds": round(seconds, 2)})  # fmt: skip
+    fs.write_json(out / "run.json", {
+        "mode": workers_.name, "workers": workers, "frames": frames, "seconds": round(seconds, 2),
+        "startup_s": round(workers_.startup_s, 2),
+    })  # fmt: skip
     log.info("%d inputs, %d frames in %.1f s (%.2f frames/s, %s); %d skipped; wrote %s",
              len(reports), frames, seconds, frames / max(seconds, 1e-9), workers_.name,
              len(skipped), out / "index.html")  # fmt: skip

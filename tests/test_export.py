@@ -134,6 +134,9 @@ def test_package(package, ckpt):
     assert parity["passed"] and not parity["forced"]
     assert parity["fp32_vs_torch"]["same_detections"] and parity["fp32_vs_torch"]["candidates"]
     assert "ONNX Runtime CPU" in parity["fp16_vs_fp32"]["ran_on"]
+    if importlib.util.find_spec("openvino"):  # verified on every installed backend
+        assert parity["fp32_vs_torch_openvino"]["passed"]
+        assert parity["fp32_vs_torch_openvino"]["same_detections"]
     assert m["tools"]["onnxruntime"] and m["tools"]["torch"]
     for precision in m["graphs"].values():
         for graph in precision.values():

@@ -283,3 +283,21 @@ def test_onnxruntime_and_torch_find_the_same_matches(ws, tmp_path):
         assert ort_q["hits"][0]["frame"] == torch_q["hits"][0]["frame"]
         for a, b in zip(ort_q["per_frame"], torch_q["per_frame"], strict=True):
             assert a[0] == b[0] and a[2] == pytest.approx(b[2], abs=2e-4)
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077])
+def test_outputs_get_the_umasks_permissions(ws, tmp_path, mask):
+    import os
+    import stat
+
+    old = os.umask(mask)
+    try:
+        result = seqnet_run(ws, ws / "clip.mp4", tmp_path / "out")
+    finally:
+        os.umask(old)
+    assert result.exit_code == 0, result.output
+    paths = [tmp_path / "out", *(tmp_path / "out").rglob("*")]
+    assert any(p.is_file() for p in paths) and any(p.is_dir() for p in paths[1:])
+    for path in paths:
+        want = (0o777 if path.is_dir() else 0o666) & ~mask
+        assert stat.S_IMODE(path.stat().st_mode) == want, path
