@@ -183,6 +183,8 @@ def detect_segment(session, segment, batch):
                 frames_with_detections(session, gallery, {}, batch, False)]  # fmt: skip
     except SeqNetError as e:
         return segment, None, 0, str(e)
+    except OSError as e:  # gone or unreadable since the run began
+        return segment, None, 0, f"cannot read {segment.path} ({e.strerror or e})"
     buffer = io.BytesIO()
     np.savez(buffer, **chunk_arrays(rows, session.dim))
     return segment, buffer.getvalue(), len(rows), None
@@ -336,6 +338,13 @@ def search_archive(inputs, query_paths, *, list_file=None, box=None, model=None,
     reports = {}
 
     def write_input(item):
+        try:
+            search_input(item)
+        except (SeqNetError, OSError) as e:  # gone or damaged since its segments were read
+            item.error = str(e) if isinstance(e, SeqNetError) else f"cannot read it ({e})"
+            log.warning("skipping %s: %s", item.path, item.error)
+
+    def search_input(item):
         cached = (
             stored_unit(item, root)
             if item.segments
