@@ -3,11 +3,15 @@ run (../shared/DEPLOY.md, Benchmarks), printed as JSON.
 
 Rows: PyTorch eager (the released function), the PyTorch fast path (fp32; bf16 where the CPU
 computes it natively; on CUDA fp16, and fp16 with the backbone replayed as CUDA graphs; fp32
-rows with TF32 off), ONNX Runtime fp32 / fp16 (a model package); the rows this machine cannot
-run are listed with why (TensorRT: no backend yet), a row that breaks under "failed" (exit
-status 1). Every row runs through the runtime's Session interface on the same uint8 frames:
-synthetic 1080x1920 and 540x960 by default, or ``--video``'s first frames. Per row and size:
-median and p90 latency per frame and frames per second at batch 1 and 4 (after a warm-up),
+rows with TF32 off), ONNX Runtime fp32 / fp16 / int8 and OpenVINO fp32 / bf16 (the trunk, where
+the CPU computes bf16 natively) / int8 (a model package; each names the CPU's AMX, AVX-512
+VNNI or BF16 features it computes with), TensorRT fp16 (engines of
+the package's fp16 engine graphs for this GPU, built here unless ``--model`` has them); the
+rows this machine cannot run are listed with why (TensorRT: no GPU, no TensorRT, or one that
+does not build for this GPU), a row that breaks under "failed" (exit status 1). Every row
+runs through the runtime's Session interface on the same uint8 frames: synthetic 1080x1920
+and 540x960 by default, or ``--video``'s first frames. Per row and size: median and p90
+latency per frame and frames per second at batch 1 and 4 (after a warm-up),
 achieved GFLOP/s next to this machine's matrix-multiply peak measured in the same run, ratios
 against the eager baseline and the fast path of the same run, and the accuracy against the eager
 fp32 baseline on those frames (largest box and embedding differences of the matched detections,
@@ -235,16 +239,114 @@ def rows(model, cfg, args, device, skipped, scratch):
     if package is not None:
         ort_device = "cuda" if device.type == "cuda" else "cpu"
         graphs = package_format.read(package).graphs
-        for precision in ("fp32", "fp16"):
+        for precision in ("fp32", "fp16", "int8"):
             if precision in graphs:
                 note = "" if ort_device == "cuda" or precision == "fp32" else (
                     ", fp16 storage, fp32 arithmetic")  # fmt: skip
+                note = cpu_units("int8", device) if precision == "int8" else note
                 out.append((
                     f"onnxruntime {precision}", f"{on}, onnxruntime {ort.__version__}{note}",
                     lambda p=precision: load(package, "onnxruntime", device=ort_device,
                                              precision=p, threads=torch.get_num_threads()),
                 ))  # fmt: skip
-    skipped["tensorrt fp16"] = "not run: the runtime has no TensorRT backend yet"
+    if package is not None and device.type == "cpu":
+        out += openvino_rows(package, on, skipped)
+    why = tensorrt_unavailable(device)
+    if why:
+        skipped["tensorrt fp16"] = f"not run: {why}"
+    else:
+        from seqnet_export.engine import library
+
+        name, trt = library()
+        trt_package = tensorrt_package(model, cfg, scratch, args.model)
+        out.append((
+            "tensorrt fp16", f"{on}, {name} {trt.__version__}, engine graphs, strongly typed",
+            lambda: load(trt_package, "tensorrt", precision="fp16"),
+        ))  # fmt: skip
+    return out
+
+
+def cpu_units(precision, device):
+    """The CPU features a ``precision`` row computes with (AMX, AVX-512 VNNI / BF16:
+    seqnet_runtime.cpu), for its "ran on": ", int8 on AVX-512 VNNI"."""
+    from seqnet_runtime.cpu import cpu_features
+
+    if device.type != "cpu":
+        return ""
+    names = {"amx_int8": "AMX-INT8", "avx512_vnni": "AVX-512 VNNI", "amx_bf16": "AMX-BF16",
+             "avx512_bf16": "AVX-512 BF16", "avx512f": "AVX-512"}  # fmt: skip
+    wanted = {"int8": ("amx_int8", "avx512_vnni"), "bf16": ("amx_bf16", "avx512_bf16")}
+    have = [names[f] for f in cpu_features() if f in wanted.get(precision, ("avx512f",))]
+    return f", {precision} on {' + '.join(have) or 'no native units (emulated)'}"
+
+
+def openvino_rows(package, on, skipped):
+    """OpenVINO fp32, bf16 (the trunk, where the CPU computes bf16 natively) and int8 (the
+    package's int8 graphs) rows; what cannot run goes to ``skipped``."""
+    try:
+        import openvino
+
+        from seqnet_runtime.openvino_backend import check_bf16
+    except ImportError as e:
+        skipped["openvino"] = f"not run: {e.name} is not installed"
+        return []
+    graphs = package_format.read(package).graphs
+    device = torch.device("cpu")
+    out = []
+    for precision in ("fp32", "bf16", "int8"):
+        if precision == "int8" and "int8" not in graphs:
+            skipped["openvino int8"] = "not run: the package has no int8 graphs (--int8)"
+            continue
+        if precision == "bf16":
+            try:
+                check_bf16()
+            except Exception as e:  # noqa: BLE001 - the refusal, one line
+                skipped["openvino bf16"] = f"not run: {e}"
+                continue
+        note = ", the fp32 graphs' trunk in bf16" if precision == "bf16" else ""
+        out.append((
+            f"openvino {precision}",
+            f"{on}, openvino {openvino.__version__}{note}{cpu_units(precision, device)}",
+            lambda p=precision: load(package, "openvino", precision=p,
+                                     threads=torch.get_num_threads()),
+        ))  # fmt: skip
+    return out
+
+
+def tensorrt_unavailable(device):
+    """None where a TensorRT row can run (a GPU, a TensorRT that builds for it), else why."""
+    if device.type != "cuda":
+        return "TensorRT runs on CUDA GPUs"
+    try:
+        from seqnet_export.engine import unavailable_here
+    except ModuleNotFoundError as e:
+        return f"{e.name} is not installed"
+    return unavailable_here()
+
+
+def tensorrt_package(model, cfg, folder, package=None):
+    """``package`` when it holds fp16 engines for this GPU and this TensorRT, else a
+    temporary package of the engine graphs alone (fp16) with their engines for this GPU."""
+    import copy
+
+    from seqnet_export import engine
+    from seqnet_export.run import write_graphs
+
+    target, (name, trt) = engine.local_target(), engine.library()
+    if package is not None:
+        for e in package_format.read(package).engines:
+            if (e.target, e.flavour, e.library, e.version) == (
+                target, "engine_fp16", name, trt.__version__,
+            ):  # fmt: skip
+                return package
+    out = folder / "engine_package"
+    out.mkdir(exist_ok=True)
+    cpu = copy.deepcopy(model).cpu().eval()  # traced on the CPU, as seqnet-export does
+    manifest = write_graphs(out, cpu, fp16=True, engine=True, standard=False,
+                            config_yaml=cfg.dump())  # fmt: skip
+    del manifest.graphs["engine_fp32"]  # the fp16 row's engines only
+    manifest.engines = engine.build_engines(out, manifest, [target])
+    package_format.write(out, manifest)
     return out
 
 
@@ -286,15 +388,16 @@ def run_row(name, ran_on, session, sets, args, results, reference):
 
 
 def export_package(model, cfg, args, folder):
-    """A temporary fp32 + fp16 package of ``model``, made as ``seqnet-export`` makes one (from
-    a checkpoint carrying its config) in ``folder``, verified on the way."""
+    """A temporary fp32 + fp16 + int8 package of ``model``, made as ``seqnet-export`` makes one
+    (from a checkpoint carrying its config) in ``folder``, verified on the way."""
     from seqnet_export.run import export_package as export
 
     ckpt = folder / "model.pth"
     torch.save({"model": model.state_dict(), "config": cfg.dump()}, ckpt)
     # force: an fp16 check on untrained weights may miss its 99% on near-tied NMS picks; the
     # accuracy column below reports what the fp16 rows cost
-    package, _ = export(ckpt, out=folder / "package", fp16=True, threads=args.threads, force=True)
+    package, _ = export(ckpt, out=folder / "package", fp16=True, threads=args.threads, force=True,
+                        int8=True)  # fmt: skip
     return package
 
 

@@ -9,9 +9,15 @@ Steps, each reported as ran / failed / could not run (with why):
    CUDA cases compare the kernels with torchvision's CUDA ones (forward, backward, NMS), the
    golden parity cases on CUDA (tests/test_parity.py; the largest differences go to
    OUT/parity_cuda.json) and the CUDA-graph replay of the backbone (tests/test_inference.py);
-4. fps: the GPU rows of benchmarks/fps.py (PyTorch eager and fast path fp32 with TF32 off,
+4. tensorrt: where a TensorRT that builds for this GPU is installed (full TensorRT 10/11, or
+   TensorRT-RTX for sm75-sm121; not the H100/H200's sm90), the tests marked ``cuda`` of
+   tests/test_tensorrt.py: engines built here from the engine graphs against the same graphs
+   on ONNX Runtime (tiny package), and the golden model's engines against its fp32 graphs on
+   ONNX Runtime on the golden images (fp32 at the fp32 tolerances, fp16 at the fp16 contract;
+   the largest differences to OUT/tensorrt.json); else "not run" with the reason;
+5. fps: the GPU rows of benchmarks/fps.py (PyTorch eager and fast path fp32 with TF32 off,
    fp16, fp16 with the backbone as CUDA graphs; ONNX Runtime where its CUDA provider is
-   installed), same frames, same run.
+   installed; TensorRT fp16 where step 4 could run), same frames, same run.
 
 The repository need not be installed: its folder goes on PYTHONPATH. The golden weights are
 read from ``SEQNET_SHARED``, else ../shared.
@@ -74,6 +80,28 @@ def step(name, command, out, timeout, env=None):
     return {"status": status, "exit": code, "seconds": seconds, "log": log.name, "tail": tail}
 
 
+def tensorrt_unavailable():
+    """Why the TensorRT rows cannot run here (one line), or None (seqnet_export.engine)."""
+    probe = "from seqnet_export.engine import unavailable_here; print(unavailable_here() or '')"
+    found = subprocess.run(
+        [sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True,
+        env={**os.environ, "PYTHONPATH": PYTHONPATH},
+    )  # fmt: skip
+    if found.returncode:
+        return f"the TensorRT check failed: {found.stderr.strip().splitlines()[-1:]}"
+    return found.stdout.strip() or None
+
+
+def tensorrt_step(out):
+    """The tensorrt step: the cuda tests of tests/test_tensorrt.py, or "not run" and why."""
+    why = tensorrt_unavailable()
+    if why:
+        return {"status": "not run", "why": why}
+    tests = [sys.executable, "-m", "pytest", "-q", "-rs", "-m", "cuda", "tests/test_tensorrt.py"]
+    report = {"SEQNET_TENSORRT_REPORT": str(out / "tensorrt.json")}
+    return step("tensorrt", tests, out, 420, env=report)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="gpu_check_output", help="folder for the report")
@@ -84,7 +112,7 @@ def main():
     steps = report["steps"]
     if report["machine"]["gpu"] is None:
         reason = "no CUDA device visible to torch"
-        for name in ("build", "tests", "fps"):
+        for name in ("build", "tests", "tensorrt", "fps"):
             steps[name] = {"status": "could not run", "why": reason}
     else:
         if report["machine"]["cuda_toolkit"] is None:
@@ -109,6 +137,7 @@ def main():
             steps["tests"] = step("tests", tests, out, 300, env=report_path)
         except ImportError:
             steps["tests"] = {"status": "could not run", "why": "pytest is not installed"}
+        steps["tensorrt"] = tensorrt_step(out)
         fps = [
             sys.executable, "benchmarks/fps.py", "--device", "cuda", "--frames", "8",
             "--repeats", "3", "--json", str(out / "fps.json"), "--chart", str(out / "fps.png"),

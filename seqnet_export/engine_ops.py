@@ -6,7 +6,10 @@ Every function here computes in float32 and int64 only (no float64 anywhere), us
 nodes of at most ``TOPK_LIMIT`` elements, no ``RoiAlign`` / ``NonMaxSuppression`` node, and
 returns fixed-shape outputs:
 
-- ``roi_align``: torchvision's ``roi_align`` as GridSample (bilinear, zero padding, the sample
+- ``roi_align``: torchvision's ``roi_align`` as two MatMuls per chunk of RoIs, ``Wy @ map @
+  Wx^T`` with torchvision's bilinear weights summed per bin, row and column
+  (``method="separable"``, what the engine graphs use: exact to the order of the float sums,
+  few nodes, small intermediates), or as GridSample (bilinear, zero padding, the sample
   coordinates computed as torchvision's kernel does, clamped into the map, samples that
   torchvision drops moved outside it) and a sum over each bin's samples (~2e-5 from
   torchvision on SeqNet-sized maps: GridSample's normalised coordinate), or, exactly, as one
@@ -138,6 +141,30 @@ def _gather_chunk(table, batch_index, y, x, counted, width, out_h, out_w, max_gr
     return sums.reshape(batch, k, out_h, out_w, table.shape[1])
 
 
+def _axis_matrix(pos, counts, length, bins, max_grid):
+    """(B, K, bins, length) float32: per bin, the summed bilinear weight of each map row (or
+    column) over the bin's counted samples, torchvision's neighbours and weights
+    (``_axis_neighbours``). A sample's weight ``wy * wx`` factorises, and so does whether it
+    counts (y in range and x in range), so a bin's sum is ``Wy @ map @ Wx^T``."""
+    low, high, frac, rest = _axis_neighbours(pos, length)
+    where = torch.arange(length, device=pos.device)
+    zero = pos.new_zeros(())
+    weight = torch.where(low[..., None] == where, rest[..., None], zero) + torch.where(
+        high[..., None] == where, frac[..., None], zero
+    )  # (B, K, bins * G, length)
+    weight = torch.where(counts[..., None], weight, zero)
+    shape = weight.shape[:2] + (bins, max_grid, weight.shape[-1])
+    return weight.reshape(shape).sum(dim=3)
+
+
+def _separable_chunk(features, rows, cols):
+    """Sums of each bin's samples as two MatMuls, ``rows @ map @ cols^T`` per RoI, the map's
+    columns contracted first: (B, k, C, h, w) from ``rows`` (B, k, h, H), ``cols`` (B, k, w,
+    W) and ``features`` (B, C, H, W)."""
+    by_column = torch.matmul(features[:, None], cols.transpose(-1, -2)[:, :, None])
+    return torch.matmul(rows[:, :, None], by_column)  # (B, k, 1, h, H) @ (B, k, C, H, w)
+
+
 def roi_align(
     features,
     boxes,
@@ -149,6 +176,7 @@ def roi_align(
     method="grid_sample",
     rois_per_chunk=None,
     chunk_bytes=ROI_ALIGN_CHUNK_BYTES,
+    max_map=None,
 ):
     """``torchvision.ops.roi_align`` of per-image boxes from standard operators.
 
@@ -171,8 +199,15 @@ def roi_align(
             SeqNet's size, 57 x 94; 5e-6 on 13 x 17). ``"gather"``: each sample's four neighbours
             by one Gather and torchvision's own weights by one MatMul: torchvision's values
             up to the order of the float sums (~1e-7), with 4x GridSample's intermediate.
-        rois_per_chunk: RoIs per GridSample / Gather; by default as many as keep that
-            intermediate within ``chunk_bytes`` per image (``roi_align_chunking``).
+            ``"separable"``: a bin's sum is ``Wy @ map @ Wx^T`` (a sample's weight and whether
+            it counts factorise by axis), two MatMuls per chunk with torchvision's weights
+            summed per row and column: its values to the order of the sums too (~1e-7), an
+            intermediate of C x H x w per RoI (H: the map's height) instead of the gather's
+            16 C h w, few nodes (fast TensorRT builds), and MatMuls, what GPUs do best.
+        rois_per_chunk: RoIs per GridSample / Gather / MatMul; by default as many as keep
+            that intermediate within ``chunk_bytes`` per image (``roi_align_chunking``).
+        max_map: ``"separable"``: the largest map height the chunks must allow for (the map
+            is dynamic, the chunks are not); default: the example map's.
     Returns:
         (B, K, C, h, w) float32: torchvision's ``roi_align(features, rois, ...)`` for rois
         ``[b, *boxes[b, k]]``, as ``.reshape(B * K, C, h, w)``.
@@ -184,7 +219,7 @@ def roi_align(
         raise ValueError("roi_align: an adaptive sampling_ratio (<= 0) needs max_grid >= 1")
     else:
         grid, max_grid = None, int(max_grid)
-    if method not in ("grid_sample", "gather"):
+    if method not in ("grid_sample", "gather", "separable"):
         raise ValueError(f"roi_align: unknown method {method!r}")
     features = features.to(torch.float32)
     boxes = boxes.to(torch.float32)
@@ -195,8 +230,12 @@ def roi_align(
     elif rois_per_chunk is None:
         if not isinstance(channels, int):
             raise ValueError("roi_align: give rois_per_chunk when the channels are dynamic")
+        if max_map is None and method == "separable":
+            max_map = height if isinstance(height, int) else None
+            if max_map is None:
+                raise ValueError("roi_align: give max_map when the map height is dynamic")
         rois_per_chunk = roi_align_chunking(
-            channels, n_rois, (out_h, out_w), max_grid, method, chunk_bytes
+            channels, n_rois, (out_h, out_w), max_grid, method, chunk_bytes, max_map
         )[1]
     if isinstance(n_rois, int):
         rois_per_chunk = max(1, math.ceil(n_rois / max(1, math.ceil(n_rois / rois_per_chunk))))
@@ -219,6 +258,9 @@ def roi_align(
 
     if method == "grid_sample":
         ys, xs = _normalise(ys, height), _normalise(xs, width)
+    elif method == "separable":
+        rows = _axis_matrix(ys, y_counts, height, out_h, max_grid)  # (B, K, h, H)
+        cols = _axis_matrix(xs, x_counts, width, out_w, max_grid)  # (B, K, w, W)
     else:
         table = features.permute(0, 2, 3, 1).reshape(-1, channels)  # (B * H * W, C)
         # the boxes' batch, not the map's (the same number): a graph whose boxes have a batch
@@ -233,7 +275,9 @@ def roi_align(
         else [slice(None)]
     )
     for part in chunks:
-        if method == "grid_sample":
+        if method == "separable":
+            sums = _separable_chunk(features, rows[:, part], cols[:, part])  # (B, k, C, h, w)
+        elif method == "grid_sample":
             sums = _grid_sample_chunk(
                 features, ys[:, part], xs[:, part], counted[:, part], out_h, out_w, max_grid
             ).permute(0, 2, 1, 3, 4)  # (B, k, C, h, w)
@@ -256,13 +300,23 @@ def roi_align(
 
 
 def roi_align_chunking(
-    channels, n_rois, output_size, grid, method="grid_sample", chunk_bytes=ROI_ALIGN_CHUNK_BYTES
+    channels,
+    n_rois,
+    output_size,
+    grid,
+    method="grid_sample",
+    chunk_bytes=ROI_ALIGN_CHUNK_BYTES,
+    max_map=None,
 ):
     """(chunks, RoIs per chunk, bytes of one chunk's intermediate per image) as ``roi_align``
     chooses them: GridSample's output is C x (h G) x (w G) float32 per RoI, the gathered
-    neighbours 4 times that (``grid`` G: samples per bin and axis)."""
+    neighbours 4 times that (``grid`` G: samples per bin and axis), the separable form's
+    C x H x w (``max_map``: the largest map height H)."""
     out_h, out_w = _pair(output_size)
-    per_roi = channels * out_h * grid * out_w * grid * 4 * (4 if method == "gather" else 1)
+    if method == "separable":
+        per_roi = channels * int(max_map) * out_w * 4
+    else:
+        per_roi = channels * out_h * grid * out_w * grid * 4 * (4 if method == "gather" else 1)
     per_chunk = max(1, chunk_bytes // per_roi)
     n_chunks = max(1, math.ceil(n_rois / per_chunk))
     per_chunk = max(1, math.ceil(n_rois / n_chunks))

@@ -6,6 +6,10 @@ dynamic batch, height, width (and query boxes), the fixed-size NMS and RoIAlign 
 so that a graph takes plain (B, 3, H, W) images in [0, 1]. ``onnx.checker`` (full check, with
 strict shape inference) must pass.
 
+The standard graphs are traced together and cut apart (``split``); the ``engine`` flavour's
+(``PackageGraph(engine=True)``: the operators TensorRT builds) are traced path by path
+(``traced_paths``), since its RoIAlign ties the query boxes' batch to the images' in one trace.
+
 The query graph's weights (backbone, re-id head, embedding) are a subset of the detection
 graph's: both graphs point into one ``weights.bin``, each tensor stored once.
 """
@@ -22,7 +26,7 @@ import torch
 from onnx import external_data_helper, numpy_helper
 from torch.export import Dim
 
-from seqnet_export.graph import PackageGraph
+from seqnet_export.graph import PackageGraph, scale_boxes
 from seqnet_export.ops import TRANSLATIONS
 from seqnet_export.preprocess import with_preprocessing
 
@@ -105,7 +109,8 @@ def _light_optimize(model):
 
 def traced_model(model, opset=DEFAULT_OPSET, fp16=False, engine=False):
     """Both paths (``PackageGraph``) as one ONNX model taking network inputs (pixels ...);
-    ``engine``: the engine flavour's operators (``seqnet_export.engine_ops``)."""
+    ``engine``: the engine flavour's operators (``seqnet_export.engine_ops``; ``build_graphs``
+    traces those path by path, ``traced_paths``)."""
     (pixels, resized, original), shapes, b = _network_example()
     n = pixels.shape[0]
     scalars = tuple(torch.tensor(v) for v in (0.5, 0.4, 0.5, 0.7))  # distinct tensors: aliased
@@ -121,9 +126,106 @@ def traced_model(model, opset=DEFAULT_OPSET, fp16=False, engine=False):
     return _trace(PackageGraph(model, fp16, engine), args, dynamic, names, outputs, opset)
 
 
+class _DetectPath(torch.nn.Module):
+    """The detection path of a ``PackageGraph`` alone (network inputs, DETECT_INPUTS)."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net  # not 'graph': torch.fx's GraphModule has one
+
+    def forward(self, pixels, resized_hw, original_hw, context_boxes, use_context, score_thresh,
+                nms_thresh, nms_thresh_refined, rpn_nms_thresh):  # fmt: skip
+        features = self.net.backbone(pixels)
+        return self.net.detect(
+            features, pixels, resized_hw, original_hw, context_boxes, use_context, score_thresh,
+            nms_thresh, nms_thresh_refined, rpn_nms_thresh,
+        )  # fmt: skip
+
+
+class _EmbedPath(torch.nn.Module):
+    """The query path of a ``PackageGraph`` alone (network inputs, boxes)."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net  # not 'graph': torch.fx's GraphModule has one
+
+    def forward(self, pixels, resized_hw, original_hw, boxes):
+        features = self.net.backbone(pixels)
+        return self.net.embed(features, scale_boxes(boxes, resized_hw, original_hw))[1]
+
+
+def traced_paths(model, opset=DEFAULT_OPSET, fp16=False, engine=True):
+    """{"detect": ..., "embed": ...} traced one by one (the engine flavour: in one trace,
+    torch.export would let the detection graph read its batch size off the query boxes' shape,
+    or the query graph off the context boxes', RoIAlign from standard operators tying the
+    dimensions together)."""
+    (pixels, resized, original), shapes, b = _network_example()
+    n = pixels.shape[0]
+    graph = PackageGraph(model, fp16, engine)
+    scalars = tuple(torch.tensor(v) for v in (0.5, 0.4, 0.5, 0.7))  # distinct tensors: aliased
+    args = (pixels, resized, original, torch.zeros(n, 4), torch.zeros(n), *scalars)
+    dynamic = shapes + ({0: b}, {0: b}, None, None, None, None)
+    detect = _trace(
+        _DetectPath(graph), args, dynamic, NETWORK + DETECT_INPUTS, DETECT_OUTPUTS, opset
+    )
+    boxes = torch.tensor([[0.0, 0.0, 20.0, 40.0], [5.0, 5.0, 30.0, 50.0], [1.0, 2.0, 3.0, 4.0]])
+    args = (pixels, resized, original, boxes.expand(n, 3, 4).contiguous())
+    dynamic = shapes + ({0: b, 1: Dim("n_boxes")},)
+    embed = _trace(_EmbedPath(graph), args, dynamic, NETWORK + EMBED_INPUTS, EMBED_OUTPUTS, opset)
+    return {"detect": detect, "embed": embed}
+
+
+def _outer_names(graph):
+    """Names a (sub)graph uses from the scopes around it (a Loop body reads the NMS's pairwise
+    matrix so), its own subgraphs' included."""
+    defined = {v.name for v in graph.input} | {t.name for t in graph.initializer}
+    used = set()
+    for node in graph.node:
+        used.update(x for x in node.input if x)
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                used |= _outer_names(attr.g)
+            for g in attr.graphs:
+                used |= _outer_names(g)
+        defined.update(node.output)
+    return used - defined
+
+
+def _node_inputs(node):
+    """A node's inputs, the ones its subgraphs read from outside included."""
+    names = [x for x in node.input if x]
+    for attr in node.attribute:
+        subgraphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+        for g in subgraphs:
+            names += sorted(_outer_names(g))
+    return names
+
+
+class _Extractor(onnx.utils.Extractor):
+    """onnx.utils.Extractor that follows the values a node's subgraphs read from the outer
+    scope (onnx's follows the node's inputs only, and leaves a Loop body's operands out)."""
+
+    def _dfs_search_reachable_nodes(self, node_output_name, graph_input_names, reachable):
+        stack = [node_output_name]
+        while stack:
+            name = stack.pop()
+            if name in graph_input_names or name not in self.outmap:
+                continue
+            index = self.outmap[name]
+            if index not in reachable:
+                reachable.add(index)
+                stack += _node_inputs(self.graph.node[index])
+
+    def _collect_reachable_tensors(self, nodes):
+        names = {x for node in nodes for x in (*_node_inputs(node), *node.output)}
+        initializer = [t for n, t in self.initializers.items() if n in names]
+        value_info = [v for n, v in self.value_infos.items() if n in names]
+        return initializer, value_info
+
+
 def split(proto):
     """The traced model cut into {"detect": ..., "embed": ...} (onnx.utils.Extractor)."""
-    extractor = onnx.utils.Extractor(proto)
+    extractor = _Extractor(proto)
     detect = extractor.extract_model(list(NETWORK + DETECT_INPUTS), list(DETECT_OUTPUTS))
     embed = extractor.extract_model(list(NETWORK) + ["query_boxes"], ["query_embeddings"])
     rename = {"query_boxes": EMBED_INPUTS[0], "query_embeddings": EMBED_OUTPUTS[0]}
@@ -149,7 +251,10 @@ def build_graphs(model, preprocess, opset=DEFAULT_OPSET, fp16=False, engine=Fals
     engine flavour (``seqnet_export.graph``), whose graphs also take the host-computed resize
     (``seqnet_export.preprocess.RESIZE_INPUTS``).
     """
-    graphs = split(traced_model(model, opset, fp16, engine))
+    if engine:
+        graphs = traced_paths(model, opset, fp16, engine)
+    else:
+        graphs = split(traced_model(model, opset, fp16))
     for proto in graphs.values():
         with_preprocessing(
             proto,

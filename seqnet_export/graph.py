@@ -15,8 +15,8 @@ anchors, RoI heads) and rewrite only the glue:
 
 The ``engine`` flavour (``PackageGraph(model, engine=True)``) is the same function from the
 operators TensorRT 10/11 and TensorRT-RTX build (``seqnet_export.engine_ops``, DEPLOY.md):
-RoIAlign as one Gather and one MatMul per chunk of RoIs (torchvision's values to the float
-rounding of the sums), NMS as a fixed-point Loop (torchvision's ``nms`` for the RPN, its
+RoIAlign as two MatMuls per chunk of RoIs (``Wy @ map @ Wx^T``: torchvision's values to the
+float rounding of the sums), NMS as a fixed-point Loop (torchvision's ``nms`` for the RPN, its
 ``batched_nms`` coordinate trick for the heads, as the model runs them, ties included), top-k
 in TopK nodes of at most 3840, and stage 2 on all ``detections_per_img`` rows of every image
 (no slice whose size depends on the data), the padding masked as above.
@@ -28,6 +28,7 @@ package's graphs take (B, 3, H, W) images in [0, 1] and pixel boxes.
 """
 
 import copy
+import math
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +40,9 @@ from seqnet_export.ops import nms_fixed
 from seqnet_train.modeling.inference import fold_batchnorm
 
 ROI_MIN_SIZE = 1e-2  # SeqRoIHeads: remove_small_boxes(min_size=1e-2)
+# the engine flavour's RoIAlign: MatMul intermediates per image and chunk of RoIs (at most
+# ~230 MB per image with the chunk's outputs and the scaled map, ResNet-50 at 900/1500)
+ROI_CHUNK_BYTES = 192 * 2**20
 INVALID = -1.0  # score of a masked row (nms_fixed ignores scores below -0.5)
 
 
@@ -122,13 +126,17 @@ class _Parts(nn.Module):
         self.spatial_scale = heads.box_roi_pool.spatial_scale
         self.sampling_ratio = heads.box_roi_pool.sampling_ratio
         self.dim = heads.embedding_head.dim
+        # the largest feature map side: the longest resized side, padded to 32, on the map
+        longest = max(int(model.transform.min_size[-1]), int(model.transform.max_size))
+        self.max_map = math.ceil(math.ceil(longest / 32) * 32 * self.spatial_scale)
 
     def pool(self, features, boxes):
         """RoIAlign of (B, K, 4) boxes, each on its image's map -> (B * K, C, h, w)."""
         if self.engine:
             pooled = engine_ops.roi_align(
                 features, boxes, self.pool_size, self.spatial_scale, self.sampling_ratio,
-                aligned=False, method="gather",
+                aligned=False, method="separable", chunk_bytes=ROI_CHUNK_BYTES,
+                max_map=self.max_map,
             )  # fmt: skip
             return pooled.reshape((-1,) + tuple(pooled.shape[2:]))
         batch, k = boxes.shape[:2]

@@ -288,7 +288,6 @@ def preprocess_nodes(min_size, max_size, mean, std, prefix="preprocess/", engine
     inits = [
         _const(p + "mean", np.asarray(mean, np.float32).reshape(1, 3, 1, 1)),
         _const(p + "std", np.asarray(std, np.float32).reshape(1, 3, 1, 1)),
-        _const(p + "i0", np.array([0], np.int64)),
         _const(p + "i2", np.array([2], np.int64)),
         _const(p + "i4", np.array([4], np.int64)),
         _const(p + "div", np.array([SIZE_DIVISIBLE], np.int64)),
@@ -298,11 +297,13 @@ def preprocess_nodes(min_size, max_size, mean, std, prefix="preprocess/", engine
         _const(p + "s0", np.array(0, np.int64)),
         _const(p + "s1", np.array(1, np.int64)),
         _const(p + "i1", np.array([1], np.int64)),
-        _const(p + "f0", np.array(0.0, np.float32)),
-        _const(p + "f1", np.array(1.0, np.float32)),
     ]
-    if not engine:
-        inits.append(_const(p + "half_f64", np.array(0.5, np.float64)))
+    if not engine:  # the in-graph source coordinates (_axis_weights_nodes)
+        inits += [
+            _const(p + "f0", np.array(0.0, np.float32)),
+            _const(p + "f1", np.array(1.0, np.float32)),
+            _const(p + "half_f64", np.array(0.5, np.float64)),
+        ]
     n = helper.make_node
     if engine:
         # the resized size is the host-fed rows' and columns' count (shapes, not values: no

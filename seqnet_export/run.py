@@ -12,7 +12,7 @@ from pathlib import Path
 import onnx
 import torch
 
-from seqnet_export import engine
+from seqnet_export import engine, quantize
 from seqnet_export.export import DEFAULT_OPSET, MIN_OPSET, build_graphs, io_spec, save_graphs
 from seqnet_export.package import check_destination, new_manifest, preprocess_of
 from seqnet_export.verify import (
@@ -98,13 +98,16 @@ def graph_key(flavour, name):
 
 
 def write_graphs(folder, model, *, opset=DEFAULT_OPSET, fp16=False, engine=False, source=None,
-                 config_yaml="", batch_size=1):  # fmt: skip
+                 config_yaml="", batch_size=1, standard=True):  # fmt: skip
     """Trace ``model``'s graphs (fp32, and fp16 if asked; with ``engine`` the engine flavour
-    of each too) into ``folder`` with their manifest (no parity figures yet); returns the
-    manifest."""
+    of each too; ``standard=False``: the engine flavour alone) into ``folder`` with their
+    manifest (no parity figures yet); returns the manifest."""
     preprocess = preprocess_of(model)
     graphs, flavours = {}, {}
-    for kind in ("standard", "engine") if engine else ("standard",):
+    kinds = ("standard",) * standard + ("engine",) * engine
+    if not kinds:
+        raise ValueError("write_graphs: no graphs asked for (standard=False, engine=False)")
+    for kind in kinds:
         for precision in ("fp32", "fp16") if fp16 else ("fp32",):
             flavour = precision if kind == "standard" else f"{kind}_{precision}"
             t = time.perf_counter()
@@ -135,6 +138,40 @@ def write_graphs(folder, model, *, opset=DEFAULT_OPSET, fp16=False, engine=False
     return manifest
 
 
+def verify_engine_graphs(model, folder, samples, what, threads, fp16):
+    """The engine graphs' parity figures on ONNX Runtime (what TensorRT builds, checked here
+    on every operator but TensorRT's kernels): ``engine_fp32_vs_torch`` against PyTorch and
+    ``engine_fp16_vs_engine_fp32``, the contracts of the standard graphs."""
+    from seqnet_runtime.onnx_backend import OnnxSession
+    from seqnet_train.modeling.inference import optimize_for_inference
+
+    session = OnnxSession(folder, precision="fp32", graphs="engine", threads=threads)
+    fp32, runs = verify_fp32(optimize_for_inference(model), session, samples)
+    parity = {"engine_fp32_vs_torch": fp32 | {"on": what}}
+    del session
+    if fp16:
+        session = OnnxSession(folder, precision="fp16", graphs="engine", threads=threads)
+        parity["engine_fp16_vs_engine_fp32"] = verify_fp16(session, samples, runs) | {"on": what}
+        del session
+    for key, figures in parity.items():
+        log.info(
+            "verified %s on ONNX Runtime: %s", parity_name(key),
+            "within the contract" if figures["passed"] else "BEYOND the contract",
+        )  # fmt: skip
+    return parity
+
+
+def parity_name(key):
+    """A parity entry's name for people: ``fp32_vs_torch`` -> "the fp32 graphs vs PyTorch",
+    ``fp32_vs_torch_openvino`` -> "the fp32 graphs on openvino vs PyTorch",
+    ``engine_fp16_vs_engine_fp32`` -> "engine_fp16 vs engine_fp32"."""
+    ours, _, ref = key.partition("_vs_")
+    if ref == "torch" or ref.startswith("torch_"):
+        on = ref[len("torch_") :]
+        return f"the {ours} graphs{f' on {on}' if on else ''} vs PyTorch"
+    return f"{ours} vs {ref}"
+
+
 def export_package(
     ckpt,
     cfg=None,
@@ -145,8 +182,18 @@ def export_package(
     verify_images=None,
     force=False,
     threads=None,
+    engine_graphs=False,
+    gpu_arch=None,
+    int8=False,
+    calib=None,
+    calib_video=None,
+    calib_frames=None,
 ):
-    """Export ``ckpt`` to a verified package at ``out``; returns (out, manifest)."""
+    """Export ``ckpt`` to a verified package at ``out``; returns (out, manifest).
+
+    ``engine_graphs``: the engine graph flavour too, verified as the standard graphs are on
+    ONNX Runtime; ``engine_build``: TensorRT engines built from it (``seqnet_export.engine``)
+    for ``gpu_arch`` (``--gpu-arch``), the engine graphs implied."""
     start = time.perf_counter()
     for name in QUIET:
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -154,8 +201,14 @@ def export_package(
         if importlib.util.find_spec(name) is None:
             raise SeqNetError(f"{name} is not installed: pip install 'seqnet[train,runtime]'")
     check_opset(opset)
-    if engine_build and (what := engine.missing()):
-        raise SeqNetError(f"--engine: {what}; export without --engine here")
+    targets = None
+    if engine_build:
+        if what := engine.missing(gpu_arch):
+            raise SeqNetError(f"--engine: {what}; export without --engine here")
+        targets = engine.parse_targets(gpu_arch, engine.library()[0], engine.local_target())[0]
+    elif gpu_arch:
+        raise SeqNetError("--gpu-arch: engines are built with --engine only")
+    engine_graphs = engine_graphs or engine_build
     if verify_images is not None and not Path(verify_images).is_dir():
         raise SeqNetError(f"--verify-images {verify_images}: no such folder")
     checkpoint = read_checkpoint(ckpt)
@@ -174,6 +227,7 @@ def export_package(
     samples = (
         folder_images(verify_images) if verify_images else synthetic_images()
     )  # read before the export: a bad image fails early
+    calibration = quantize.check_options(int8, calib, calib_video, calib_frames)  # so too
 
     from seqnet_runtime.onnx_backend import OnnxSession
     from seqnet_train.modeling.inference import optimize_for_inference
@@ -181,8 +235,8 @@ def export_package(
     with fs.atomic_dir(out) as tmp:
         source = {"checkpoint": Path(ckpt).name, "sha256": fs.sha256_file(ckpt)}
         manifest = write_graphs(
-            tmp, model, opset=opset, fp16=fp16, source=source, config_yaml=config.dump(),
-            batch_size=config.INPUT.BATCH_SIZE_TEST,
+            tmp, model, opset=opset, fp16=fp16, engine=engine_graphs, source=source,
+            config_yaml=config.dump(), batch_size=config.INPUT.BATCH_SIZE_TEST,
         )  # fmt: skip
 
         what = f"{verify_images}" if verify_images else "synthetic scenes"
@@ -214,6 +268,12 @@ def export_package(
                 if parity["fp16_vs_fp32"]["passed"]
                 else "BEYOND the contract",
             )
+        if engine_graphs:
+            parity |= verify_engine_graphs(model, tmp, samples, what, threads, fp16)
+        if int8:  # QDQ trunk, calibrated; verified against fp32 on every CPU backend
+            backends_here = ["onnxruntime", *verifying_backends()]
+            parity |= quantize.add_int8(tmp, manifest, calibration, samples, runs,
+                                        backends_here, threads)  # fmt: skip
         passed = all(p["passed"] for p in parity.values())
         parity["passed"] = passed
         parity["forced"] = bool(force and not passed)
@@ -222,18 +282,19 @@ def export_package(
             log.info(line)
         if not passed and not force:
             failed = [
-                {"fp32_vs_torch": "the fp32 graphs vs PyTorch", "fp16_vs_fp32": "fp16 vs fp32"}.get(
-                    k, f"the fp32 graphs on {k.rsplit('_', 1)[-1]} vs PyTorch"
-                )
-                for k, v in parity.items()
-                if isinstance(v, dict) and not v["passed"]
+                parity_name(k) for k, v in parity.items() if isinstance(v, dict) and not v["passed"]
             ]
             raise SeqNetError(
                 f"{' and '.join(failed)}: beyond the parity contract (figures above); nothing "
                 "written (--force writes the package, marked as failing parity)"
             )
         if engine_build:
-            manifest.engines.append(engine.build(tmp, manifest))
+            built = time.perf_counter()
+            manifest.engines.extend(engine.build_engines(tmp, manifest, targets))
+            log.info(
+                "built %d TensorRT engines (%s) in %.0f s", len(manifest.engines),
+                ", ".join(targets), time.perf_counter() - built,
+            )  # fmt: skip
         package_format.write(tmp, manifest)
     log.info(
         "wrote %s in %.0f s%s", out, time.perf_counter() - start,
@@ -254,4 +315,10 @@ def run(args):
         verify_images=args.verify_images,
         force=args.force,
         threads=args.threads,
+        engine_graphs=getattr(args, "engine_graphs", False),
+        gpu_arch=getattr(args, "gpu_arch", None),
+        int8=getattr(args, "int8", False),
+        calib=getattr(args, "calib", None),
+        calib_video=getattr(args, "calib_video", None),
+        calib_frames=getattr(args, "calib_frames", None),
     )

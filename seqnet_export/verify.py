@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 
 BOX_TOL, SCORE_TOL, EMB_TOL = 1e-3, 1e-4, 1e-4
 FP16_SCORE, FP16_IOU, FP16_MATCHED, FP16_COSINE = 0.5, 0.95, 0.99, 0.999
+INT8_SCORE, INT8_IOU, INT8_MATCHED = 0.5, 0.9, 0.9
+INT8_COSINE_MEDIAN, INT8_COSINE_MIN = 0.98, 0.8
 SAMPLE_SIZES = ((480, 640), (600, 400))  # landscape and portrait: two sizes, two graph shapes
 MAX_USER_IMAGES = 4
 
@@ -188,11 +190,12 @@ def _cosine(a, b):
     return (a * b).sum(-1) / np.maximum(na * nb, 1e-12)
 
 
-def verify_fp16(session16, samples, runs32):
-    """fp16 package vs the fp32 package's outputs ``runs32`` (from ``verify_fp32``)."""
-    start = time.perf_counter()
+def _against_fp32(session, samples, runs32, score, iou_at_least):
+    """``session``'s detections against the fp32 package's ``runs32`` on ``samples``: (fp32
+    detections scoring >= ``score``, those matched at IoU >= ``iou_at_least``, the matched
+    ones' largest box difference in px, cosines of matched and query embeddings)."""
     considered = matched = 0
-    cosines = []
+    box, cosines = 0.0, []
     for (image, boxes), run in zip(samples, runs32):
         # every candidate where it ran (the gallery's detections are among them)
         modes = ("candidates" if "candidates" in run else "gallery", "cbgm")
@@ -200,22 +203,33 @@ def verify_fp16(session16, samples, runs32):
             if mode not in run:
                 continue
             ref = run[mode]
-            thresh = 0.0 if mode == "candidates" else session16.thresholds["score_thresh"]
+            thresh = 0.0 if mode == "candidates" else session.thresholds["score_thresh"]
             ctx = [boxes[:1]] if mode == "cbgm" else None
-            with session16.override(score_thresh=thresh):
-                ours = session16.detect([image], ctx)[0]
-            keep = ref["scores"] >= FP16_SCORE
+            with session.override(score_thresh=thresh):
+                ours = session.detect([image], ctx)[0]
+            keep = ref["scores"] >= score
             considered += int(keep.sum())
             if not keep.any() or not len(ours["boxes"]):
                 continue
             iou = np.nan_to_num(pairwise_iou(ref["boxes"][keep], ours["boxes"]))
             best = iou.argmax(1)
-            ok = iou[np.arange(len(best)), best] >= FP16_IOU
+            ok = iou[np.arange(len(best)), best] >= iou_at_least
             matched += int(ok.sum())
+            if ok.any():
+                box = max(box, _max_abs(ref["boxes"][keep][ok], ours["boxes"][best[ok]]))
             cos = _cosine(ref["embeddings"][keep][ok], ours["embeddings"][best[ok]])
             cosines.extend(cos.tolist())
         if "query" in run:
-            cosines.extend(_cosine(run["query"], session16.embed(image, boxes)).tolist())
+            cosines.extend(_cosine(run["query"], session.embed(image, boxes)).tolist())
+    return considered, matched, box, cosines
+
+
+def verify_fp16(session16, samples, runs32):
+    """fp16 package vs the fp32 package's outputs ``runs32`` (from ``verify_fp32``)."""
+    start = time.perf_counter()
+    considered, matched, _, cosines = _against_fp32(
+        session16, samples, runs32, FP16_SCORE, FP16_IOU
+    )
     fraction = matched / considered if considered else 1.0
     figures = {
         "ran_on": "ONNX Runtime CPU (fp16 storage between operators, fp32 arithmetic)",
@@ -232,6 +246,46 @@ def verify_fp16(session16, samples, runs32):
     }
     figures["passed"] = bool(fraction >= FP16_MATCHED and figures["cosine_min"] >= FP16_COSINE)
     return figures
+
+
+def verify_int8(sessions, samples, runs32):
+    """int8 package vs the fp32 package's outputs ``runs32`` (from ``verify_fp32``), on each
+    backend of ``sessions`` ({name: session of the int8 graphs}): a looser contract than
+    fp16's (module docstring); the evaluation's parity (benchmarks/eval_parity.py) is the real
+    one."""
+    start = time.perf_counter()
+    out = {}
+    for name, session in sessions.items():
+        considered, matched, box, cosines = _against_fp32(
+            session, samples, runs32, INT8_SCORE, INT8_IOU
+        )
+        fraction = matched / considered if considered else 1.0
+        cosines = np.array(cosines or [1.0])
+        figures = {
+            "detections_considered": considered,
+            "matched_fraction": round(fraction, 6),
+            "box_max_px": round(box, 4),
+            "cosine_median": round(float(np.median(cosines)), 6),
+            "cosine_min": round(float(cosines.min()), 6),
+        }
+        figures["passed"] = bool(
+            fraction >= INT8_MATCHED
+            and figures["cosine_median"] >= INT8_COSINE_MEDIAN
+            and figures["cosine_min"] >= INT8_COSINE_MIN
+        )
+        out[name] = figures
+    return {
+        "backends": out,
+        "contract": {
+            "score_at_least": INT8_SCORE,
+            "iou_at_least": INT8_IOU,
+            "matched_at_least": INT8_MATCHED,
+            "cosine_median_at_least": INT8_COSINE_MEDIAN,
+            "cosine_min_at_least": INT8_COSINE_MIN,
+        },
+        "seconds": round(time.perf_counter() - start, 1),
+        "passed": all(f["passed"] for f in out.values()),
+    }
 
 
 def parity_table(parity):
@@ -265,4 +319,32 @@ def parity_table(parity):
             f">= {FP16_MATCHED:.0%}",
             f"  cosine min      {fp16['cosine_min']:.6f}       >= {FP16_COSINE}",
         ]
+    int8 = parity.get("int8_vs_fp32")
+    if int8:
+        calibration = int8["calibration"]
+        lines.append(
+            f"int8 vs fp32      calibrated on {calibration['frames']} frames of "
+            f"{calibration['source']}; detections >= {INT8_SCORE}"
+        )
+        for name, f in int8["backends"].items():
+            lines += [
+                f"  {name:15s} {f['detections_considered']} detections, matched at "
+                f"IoU>={INT8_IOU} {f['matched_fraction']:.2%} (>= {INT8_MATCHED:.0%}), box "
+                f"<= {f['box_max_px']:.2f} px",
+                f"  {'':15s} cosine median {f['cosine_median']:.4f} (>= {INT8_COSINE_MEDIAN}), "
+                f"min {f['cosine_min']:.4f} (>= {INT8_COSINE_MIN})",
+            ]
+    engine = parity.get("engine_fp32_vs_torch")  # the engine graphs, on ONNX Runtime
+    if engine:
+        lines.append(
+            f"engine fp32 vs PyTorch: box {engine['box_max_px']:.2e} px, score "
+            f"{engine['score_max']:.2e}, embedding {engine['embedding_max']:.2e}, query "
+            f"{engine['query_embedding_max']:.2e}, same counts: {engine['same_detections']}"
+        )
+    engine16 = parity.get("engine_fp16_vs_engine_fp32")
+    if engine16:
+        lines.append(
+            f"engine fp16 vs engine fp32: matched IoU>={FP16_IOU} "
+            f"{engine16['matched_fraction']:.2%}, cosine min {engine16['cosine_min']:.6f}"
+        )
     return lines

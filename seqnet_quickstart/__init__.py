@@ -6,8 +6,10 @@ for a few test queries into ``demo_output/``: per-query summary images and one H
 the deployment half: the model is exported to a verified ONNX package (``seqnet-export``), a
 synthetic video of the test identities is written with its ground truth (``seqnet synth
 --format video``), ``seqnet-run`` searches it for three of them on ONNX Runtime, and the run is
-scored against the truth (``seqnet_runtime.video_score``). Every step is an ordinary command,
-so each can be rerun or changed on its own.
+scored against the truth (``seqnet_runtime.video_score``). The package carries int8 graphs too
+(``seqnet-export --int8``): their evaluation (``seqnet eval --precision int8``, on OpenVINO where
+installed) and their speed beside fp32 end the summary. Every step is an ordinary command, so
+each can be rerun or changed on its own.
 Training runs in bf16 on CPUs with bf16 instructions (AMX or AVX512-BF16: 1.3-1.8x faster steps
 there) and in fp32 elsewhere (where bf16 is emulated and slower); ``--precision`` overrides it.
 
@@ -16,6 +18,7 @@ there) and in fp32 elsewhere (where bf16 is emulated and slower); ``--precision`
 
 import argparse
 import glob
+import importlib.util
 import json
 import logging
 import shutil
@@ -42,6 +45,7 @@ log = logging.getLogger("seqnet_quickstart")
 DATA = dict(seed=0, train_images=400, test_images=150, train_ids=80, test_ids=30)
 QUERIES = 3  # test queries rendered as pictures
 VIDEO_QUERIES = 3  # people searched for in the synthetic video
+INT8_FRAMES = 8  # test images timed through the fp32 and int8 graphs
 NATIVE_BF16 = ("amx_bf16", "avx512_bf16")  # oneDNN computes bf16 natively with these
 
 
@@ -96,6 +100,7 @@ def main(argv=None):
 
     sizes = [g for g in cfg.EVAL_GALLERY_SIZES if f"search/G{g}/mAP" in metrics]
     size = 100 if 100 in sizes else max(sizes)  # the paper's headline size when the set holds it
+    int8 = _int8(out, args.cfg, overrides, metrics, size, pool, timings)
     summary = {
         "gallery_size": size,
         "mAP": metrics[f"search/G{size}/mAP"],
@@ -103,6 +108,7 @@ def main(argv=None):
         "det/recall": metrics.get("det/recall"),
         "precision": precision,
         "video": video,
+        "int8": int8,
         "wall_time_s": round(time.perf_counter() - start, 1),
         "steps_s": timings,
     }
@@ -113,6 +119,46 @@ def main(argv=None):
     print(f"video: AP {video['ap']:.1%}, recall {video['recall']:.1%}, "
           f"{video['false_matches']} false matches over {len(video['queries'])} queries on "
           f"{video['backend']}; open {out}/run/index.html")  # fmt: skip
+    fps = int8["frames_per_s"]
+    print(f"int8 on {int8['backend']}: metrics within {int8['max_delta_points']:.2f} points of "
+          f"fp32; " + ", ".join(f"{k} {v:.1f}" for k, v in fps.items()) + " frames/s")  # fmt: skip
+
+
+def _int8(out, cfg_path, overrides, metrics, size, pool, timings):
+    """The package's int8 graphs (exported with it) beside fp32: ``seqnet eval`` through them
+    on the fastest CPU backend here (OpenVINO where installed), each headline metric's change
+    against the training's own fp32 evaluation (which the fp32 package matches within 0.1
+    points), and frames per second of fp32 and int8 on the same test images."""
+    from seqnet_runtime import load
+    from seqnet_runtime.images import read_pil, to_array
+
+    backend = "openvino" if importlib.util.find_spec("openvino") else "onnxruntime"
+    folder, package = out / "eval_int8", out / "model"
+    _step("evaluate int8", ["eval", "--cfg", cfg_path, "--backend", backend, "--model",
+          str(package), "--precision", "int8", *overrides, "OUTPUT_DIR", str(folder)],
+          timings)  # fmt: skip
+    got = json.loads((folder / "metrics.json").read_text())
+    keys = [f"search/G{size}/mAP", f"search/G{size}/top1", "det/ap", "det/recall"]
+    deltas = {k: round(100 * (got[k] - metrics[k]), 2) for k in keys if k in got and k in metrics}
+    images = [to_array(read_pil(r["img_path"])) for r in pool[:INT8_FRAMES]]
+    rows = {"onnxruntime fp32": ("onnxruntime", "fp32"), f"{backend} fp32": (backend, "fp32"),
+            f"{backend} int8": (backend, "int8")}  # fmt: skip
+    fps = {}
+    for name, (b, p) in rows.items():
+        session = load(package, b, precision=p)
+        session.detect(images[:1])  # warm-up
+        t = time.perf_counter()
+        for image in images:
+            session.detect([image])
+        fps[name] = round(len(images) / (time.perf_counter() - t), 2)
+    return {
+        "backend": backend,
+        "metrics": {k: got[k] for k in deltas},
+        "delta_points_vs_fp32": deltas,
+        "max_delta_points": max((abs(v) for v in deltas.values()), default=0.0),
+        "frames_per_s": fps,
+        "speedup_vs_onnxruntime_fp32": round(fps[f"{backend} int8"] / fps["onnxruntime fp32"], 2),
+    }
 
 
 def _timed(title, timings, func, *args):
@@ -129,7 +175,7 @@ def _video_search(out, ckpt, timings):
     it for the video's queries on ONNX Runtime, and score the run: the deployment half."""
     package, video, run_out = out / "model", out / "video", out / "run"
     shutil.rmtree(package, ignore_errors=True)  # this run's model replaces an earlier export
-    _timed("export", timings, export, ["--ckpt", str(ckpt), "--out", str(package)])
+    _timed("export", timings, export, ["--ckpt", str(ckpt), "--out", str(package), "--int8"])
     if not (video / "truth.json").is_file():
         ids = [f"--train-ids={DATA['train_ids']}", f"--test-ids={DATA['test_ids']}",
                f"--queries={min(VIDEO_QUERIES, DATA['test_ids'])}"]  # fmt: skip

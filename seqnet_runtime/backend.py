@@ -19,6 +19,7 @@ ENTRY_POINTS = "seqnet.backends"
 RUNTIME_BACKENDS = {
     "onnxruntime": "seqnet_runtime.onnx_backend:OnnxSession",
     "openvino": "seqnet_runtime.openvino_backend:OpenVinoSession",
+    "tensorrt": "seqnet_runtime.tensorrt_backend:TensorRTSession",
 }
 AUTO_ORDER = ("onnxruntime", "openvino")  # then the others: what ``backend="auto"`` tries
 

@@ -51,6 +51,7 @@ class Engine:
     version: str  # the library's version: an engine runs only on the same one
     seconds: float = 0.0
     bytes: int = 0
+    profile: dict = field(default_factory=dict)  # input -> [min, opt, max] shapes
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,11 @@ class Preprocess:
         ``resized_hw`` (2,) int64 (the size rule) and the engine flavour's per-axis resize
         (``resize_axis``); a session feeds the ones its graph declares."""
         new_h, new_w = self.resized_size(height, width)
+        if min(new_h, new_w) < 1:
+            raise SeqNetError(
+                f"a {height} x {width} image resizes to {new_h} x {new_w} pixels under the "
+                f"package's size rule ({self.min_size}/{self.max_size}): too thin to search"
+            )
         y_index, y_weight = self.resize_axis(height, new_h)
         x_index, x_weight = self.resize_axis(width, new_w)
         return {

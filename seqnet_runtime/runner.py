@@ -19,6 +19,8 @@ class GraphRunner:
 
     name = "?"
     devices = ("cpu",)
+    max_batch = None  # the most images one call takes (an engine's profile), None: any
+    max_boxes = None  # the most query boxes per image one embed call takes, None: any
 
     def __init__(self, path, device="cpu", threads=None):
         raise NotImplementedError

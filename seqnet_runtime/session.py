@@ -82,6 +82,11 @@ class PackageSession(Session):
         if precision is None:
             fp16 = manifest.flavour("fp16", graphs)
             precision = "fp16" if device == "cuda" and fp16 in manifest.graphs else "fp32"
+        if precision == "bf16":  # no graphs of its own: OpenVINO runs the fp32 trunk in bf16
+            raise SeqNetError(
+                f"--precision bf16 runs on the openvino backend only (the fp32 graphs with a "
+                f"bf16 trunk), not on {self.runner.name}"
+            )
         self.flavour = manifest.flavour(precision, graphs)
         if self.flavour not in manifest.graphs:
             raise SeqNetError(
@@ -106,6 +111,8 @@ class PackageSession(Session):
                 raise SeqNetError(f"{self.package}: {path.name} is listed but missing")
             self._graphs[name] = self.runner(path, device=device, threads=threads)
             self._inputs[name] = set(spec.input_names)
+        if self._graphs["detect"].max_batch:  # an engine's profile: calls of at most that
+            self.batch_size = min(self.batch_size, self._graphs["detect"].max_batch)
         self.key = manifest.key(self.flavour, self.thresholds)
 
     @property
@@ -173,4 +180,9 @@ class PackageSession(Session):
         ]
 
     def _embed(self, image, boxes):
-        return self._run("embed", ["embeddings"], [image], boxes=boxes[None])[0][0]
+        step = self._graphs["embed"].max_boxes or len(boxes)
+        parts = [
+            self._run("embed", ["embeddings"], [image], boxes=boxes[None, i : i + step])[0][0]
+            for i in range(0, len(boxes), step)
+        ]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)

@@ -1,5 +1,8 @@
 """What every backend must pass: the golden cases of ../shared/parity through the exported
-fp32 graphs, on each installed package backend (``seqnet_runtime.backend.backends``).
+fp32 graphs, on each installed package backend (``seqnet_runtime.backend.backends``) and graph
+flavour: the standard graphs, and the ``engine`` graphs (what TensorRT builds: standard-op
+RoIAlign, NMS and top-k, fixed K, the resize computed on the host) on ONNX Runtime, which runs
+every part of the TensorRT backend's path but TensorRT's own kernels.
 
 The default ResNet-50 with the golden weights is exported once for the module (no PyTorch at
 test time but for the export); then, per backend: every image through the gallery, query and
@@ -26,7 +29,11 @@ pytestmark = pytest.mark.golden
 BOX_TOL, SCORE_TOL, EMB_TOL = 1e-3, 1e-4, 1e-4
 THREADS = 2
 # (backend, graph flavour, the library it needs)
-BACKENDS = [("onnxruntime", "standard", "onnxruntime"), ("openvino", "standard", "openvino")]
+BACKENDS = [
+    ("onnxruntime", "standard", "onnxruntime"),
+    ("openvino", "standard", "openvino"),
+    ("onnxruntime", "engine", "onnxruntime"),
+]
 
 
 @pytest.fixture(scope="module", params=BACKENDS, ids=[f"{b}-{g}" for b, g, _ in BACKENDS])
@@ -47,9 +54,9 @@ def golden(shared):
     return torch.load(shared / "parity" / "golden_inference.pt", weights_only=True)
 
 
-def _export(shared, golden, folder, fp16):
+def _export(shared, golden, folder, fp16, engine=True):
     """The golden model (default config, golden overrides, fill_ weights) exported without
-    the export's own verification (the tests here are it)."""
+    the export's own verification (the tests here are it), the engine graphs too."""
     from seqnet_export.run import write_graphs
 
     sys.path.insert(0, str(shared / "parity"))
@@ -59,7 +66,7 @@ def _export(shared, golden, folder, fp16):
     cfg = load_cfg(None, [str(x) for x in golden["config_overrides"]])
     model = build_model(cfg, load_imagenet=False)
     fill_(model)
-    write_graphs(folder, model.eval(), fp16=fp16, config_yaml=cfg.dump())
+    write_graphs(folder, model.eval(), fp16=fp16, engine=engine, config_yaml=cfg.dump())
     return folder
 
 
@@ -175,7 +182,7 @@ def test_fp16_contract(shared, golden, tmp_path, backend, images, gallery, cbgm)
     CPU provider: fp16 storage between operators, fp32 arithmetic."""
     from seqnet_runtime.boxes import pairwise_iou as box_iou
 
-    package = _export(shared, golden, tmp_path, fp16=True)
+    package = _export(shared, golden, tmp_path, fp16=True, engine=backend[1] == "engine")
     session = open_session(package, backend, precision="fp16")
     considered = matched = 0
     cosines = []

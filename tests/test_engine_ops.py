@@ -131,7 +131,7 @@ def stable_topk(x, k, dim):
 # PyTorch
 
 
-@pytest.mark.parametrize("method", ["grid_sample", "gather"])
+@pytest.mark.parametrize("method", ["grid_sample", "gather", "separable"])
 @pytest.mark.parametrize("output_size, sampling_ratio, aligned, max_grid", ROI_CASES)
 def test_roi_align_matches_torchvision(method, output_size, sampling_ratio, aligned, max_grid):
     gen = torch.Generator().manual_seed(1)
@@ -158,6 +158,17 @@ def test_roi_align_default_chunks_fit_the_budget():
     assert (chunks, per_chunk) == (8, 38) and nbytes <= E.ROI_ALIGN_CHUNK_BYTES
     chunks, per_chunk, nbytes = E.roi_align_chunking(1024, 300, (14, 14), 2, "gather")
     assert (chunks, per_chunk) == (30, 10) and nbytes <= E.ROI_ALIGN_CHUNK_BYTES
+    # the engine graphs' (seqnet_export.graph): C x H x w per RoI, H up to 94 at 900/1500
+    from seqnet_export.graph import ROI_CHUNK_BYTES
+
+    chunks, per_chunk, nbytes = E.roi_align_chunking(
+        1024, 300, (14, 14), 2, "separable", ROI_CHUNK_BYTES, max_map=94
+    )
+    assert (chunks, per_chunk) == (9, 34) and nbytes <= ROI_CHUNK_BYTES
+    # with the chunk's outputs and the scaled map: under 256 MB per image at 1080 x 1920
+    outputs = per_chunk * 1024 * 14 * 14 * 4
+    scaled_map = 1024 * 53 * 94 * 4  # res4 of 843 x 1500, padded to 864 x 1504
+    assert nbytes + outputs + scaled_map <= 256 * 2**20
 
 
 def test_roi_align_adaptive_needs_a_bound():
@@ -299,6 +310,7 @@ def _graphs():
     return {
         "roi_align_grid_sample": (RoIAlignGraph("grid_sample"), roi_args, roi_dyn, roi_profile),
         "roi_align_gather": (RoIAlignGraph("gather"), roi_args, roi_dyn, roi_profile),
+        "roi_align_separable": (RoIAlignGraph("separable"), roi_args, roi_dyn, roi_profile),
         "nms": (NMSGraph(), nms_args, nms_dyn, nms_profile),
         "topk": (TopKGraph(), topk_args, topk_dyn, topk_profile),
     }
@@ -394,7 +406,7 @@ def test_exported_graph_follows_the_engine_rules(exported, name):
         assert sum(node.op_type == "TopK" for node in _nodes(model.graph)) > len(TopKGraph.KS)
 
 
-@pytest.mark.parametrize("method", ["grid_sample", "gather"])
+@pytest.mark.parametrize("method", ["grid_sample", "gather", "separable"])
 def test_onnx_roi_align_matches_torchvision(exported, method):
     path, _, _ = exported[f"roi_align_{method}"]
     session = _session(path)

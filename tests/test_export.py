@@ -334,12 +334,12 @@ def test_bad_input(case, ckpt, tmp_path, capsys):
         args, expect = args + ["--out", unwritable(tmp_path) / "pkg"], "cannot write in"
     elif case == "opset":
         args, expect = args + ["--opset", "17"], "opset 18 or newer"
-    elif case == "engine":
+    elif case == "engine":  # no TensorRT, or one that does not build for sm90 (TensorRT-RTX)
         from seqnet_export.engine import missing
 
-        if missing() is None:
-            pytest.skip("TensorRT and a GPU are here: --engine builds")
-        args, expect = args + ["--engine"], "--engine: "
+        if missing("sm90") is None:
+            pytest.skip("full TensorRT on an sm90 GPU is here: --engine builds")
+        args, expect = args + ["--engine", "--gpu-arch", "sm90"], "--engine: "
     elif case == "verify_images":
         args, expect = args + ["--verify-images", work / "none"], "no such folder"
     before = listing(work)

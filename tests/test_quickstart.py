@@ -75,6 +75,15 @@ def test_builtin_demo_end_to_end(tmp_path, monkeypatch, caplog):
     assert (out / "run" / "annotated.mp4").is_file() and (out / "run" / "index.html").is_file()
     assert set(summary["steps_s"]) >= {"export", "synthesise video", "seqnet-run"}
 
+    # The int8 graphs in the same package: evaluated, and timed beside fp32.
+    int8 = summary["int8"]
+    assert set(manifest["graphs"]) == {"fp32", "int8"} and "evaluate int8" in summary["steps_s"]
+    assert int8["backend"] in ("openvino", "onnxruntime")
+    assert set(int8["delta_points_vs_fp32"]) >= {"search/G100/mAP", "det/ap"}
+    assert int8["max_delta_points"] == max(abs(v) for v in int8["delta_points_vs_fp32"].values())
+    assert {f"{int8['backend']} int8", "onnxruntime fp32"} <= set(int8["frames_per_s"])
+    assert (out / "eval_int8" / "metrics.json").is_file()
+
     # The searches reused the evaluation's detections, which are what detecting afresh gives.
     overrides = ["INPUT.DATA_ROOT", str(out / "data"), "OUTPUT_DIR", str(out / "train")]
     run_cfg = load_cfg(str(cfg), overrides + ["SOLVER.AMP", "False"])
