@@ -8,6 +8,7 @@ and the last rename wins.
 """
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -128,8 +129,8 @@ def _replace_dir(tmp, out):
         try:
             os.rename(tmp, out)
             return
-        except OSError:  # out exists (a folder that is not empty): move it aside
-            if not out.is_dir():
+        except OSError as e:  # out is a folder that is not empty: move it aside
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
                 raise
         old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
         with contextlib.suppress(FileNotFoundError):  # another writer moved it first
