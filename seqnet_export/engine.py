@@ -53,7 +53,7 @@ MIN_SIDE, OPT_SIDE, MAX_SIDE = 32, (1080, 1920), 4096
 MAX_BOXES = 64  # query boxes per embed call (the session splits more: GraphRunner.max_boxes)
 INSTALL_RTX = (
     "pip install 'seqnet[tensorrt]' (TensorRT-RTX, builds on a CPU), or full TensorRT 10/11 "
-    "from NVIDIA's index (pip install tensorrt --extra-index-url https://pypi.nvidia.com)"
+    "(pip install tensorrt, from NVIDIA's own package index)"
 )
 
 

@@ -16,7 +16,9 @@ file serves all three), their ranges calibrated (min/max) on N frames: the user'
 video, or synthetic scenes. The pre-processing, the RPN head (its scores and box deltas), box
 decoding, RoIAlign and its boxes, TopK, NMS, the linear heads and the norms stay fp32, as in
 fp16 packages. ``quantized_nodes`` lists what a graph computes from quantized values, for the
-tests and the manifest.
+tests and the manifest. Each trunk convolution reads a pair of its own (``_separate``: ONNX
+Runtime runs a pair read by two convolutions in fp32 on x86), a ResNet block's downsample
+written for that as a subsampling Slice and a stride-1 convolution (the same function).
 
 The int8 graphs (``detect_int8.onnx``, ``embed_int8.onnx``) keep their large tensors in the
 package's ``weights.bin``: the fp32 tensors they share with the fp32 graphs (the linear heads,

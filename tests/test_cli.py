@@ -63,7 +63,8 @@ def test_handler_mapping():
 CASES = {
     "train": ("--cfg c.yaml", dict(cfg="c.yaml", opts=[], resume=False, ckpt=None, eval=False)),
     "eval": ("--cfg c.yaml --ckpt k.pth",
-             dict(cfg="c.yaml", opts=[], ckpt="k.pth", backend="torch", model=None)),
+             dict(cfg="c.yaml", opts=[], ckpt="k.pth", backend="torch", model=None,
+                  precision=None, graphs="standard")),
     "score": ("--cfg c.yaml --outputs o.npz --json m.json",
               dict(cfg="c.yaml", opts=[], outputs="o.npz", json="m.json")),
     "demo": ("--cfg c.yaml --ckpt k.pth",
