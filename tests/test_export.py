@@ -363,7 +363,9 @@ def test_parity_failure_stops_the_export(ckpt, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(verify, "BOX_TOL", -1.0)  # nothing can pass
     out = tmp_path / "pkg"
     code, lines = run_cli(["--ckpt", ckpt, "--out", out, "--threads", THREADS], capsys)
-    assert code != 0 and "fp32 graphs vs PyTorch: beyond the parity contract" in lines[-1]
+    assert code != 0 and "the fp32 graphs vs PyTorch" in lines[-1]
+    assert lines[-1].endswith("--force writes the package, marked as failing parity)")
+    assert "beyond the parity contract" in lines[-1] and "\n" not in lines[-1]
     assert not out.exists() and not list(tmp_path.iterdir())
     main(["--ckpt", str(ckpt), "--out", str(out), "--threads", str(THREADS), "--force"])
     parity = json.loads((out / "manifest.json").read_text())["parity"]
