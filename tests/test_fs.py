@@ -47,7 +47,9 @@ def _writer(out, tag, rounds):
 
 def test_two_writers_at_once_never_leave_a_mixed_output(tmp_path):
     out = tmp_path / "out"
-    ctx = multiprocessing.get_context("fork")
+    # spawn: a fork of the test process (its thread pools and atfork handlers: ONNX Runtime,
+    # OpenVINO, TensorRT-RTX loaded by earlier tests) crashed the parent in a full run
+    ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_writer, args=(out, tag, 30)) for tag in "ab"]
     for p in procs:
         p.start()
