@@ -10,8 +10,10 @@ int8 and bf16 within 1.0 point of the package's fp32 on the same backend).
 Every backend x precision asked for is evaluated (PyTorch once): one table each, then a
 summary table of all. int8 and bf16 are held to the package's fp32 on the same backend (their
 contract), and their detections are matched at IoU >= 0.9 (box differences in px, embedding
-cosines) as well as within 1 px. Every evaluation is ``seqnet eval``'s code (``evaluate`` over a
-runtime session); the outputs files they write are compared detection by detection.
+cosines) as well as within 1 px. A top-k metric moves in steps of one query (3.3 points on a
+set of 30 queries): a result beyond the contract only so says it (``beyond_only_by_one_query``).
+Every evaluation is ``seqnet eval``'s code (``evaluate`` over a runtime session); the outputs
+files they write are compared detection by detection.
 """
 
 import argparse
@@ -151,7 +153,7 @@ def compare_all(cfg, ckpt, package, combos, out=None):
     runs = {"torch": _evaluate(TorchSession(ckpt, cfg), cfg, out / "torch")}
     for (backend, precision), session in sessions.items():
         runs[backend, precision] = _evaluate(session, cfg, out / f"{backend}_{precision}")
-    results = []
+    results, contract = [], CONTRACT_POINTS
     for backend, precision in combos:
         metrics, outputs = runs[backend, precision]
         name = f"{backend} {precision}"
@@ -160,6 +162,12 @@ def compare_all(cfg, ckpt, package, combos, out=None):
         ref_name = "torch" if reference == "torch" else f"{backend} fp32"
         rows = _deltas(ref_metrics, metrics, ref_name, name)
         worst = max((abs(r["delta_points"]) for r in rows.values()), default=0.0)
+        # a top-k metric moves in steps of one query: 3.3 points on a set of 30
+        step = 100 / max(len(outputs["query_names"]), 1)
+        beyond = sorted(k for k, r in rows.items() if abs(r["delta_points"]) > contract[precision])
+        by_one_query = bool(beyond) and all(
+            "/top" in k and abs(rows[k]["delta_points"]) <= step + 1e-6 for k in beyond
+        )
         vs_torch = _deltas(runs["torch"][0], metrics, "torch", name)
         result = {
             "backend": backend,
@@ -176,6 +184,9 @@ def compare_all(cfg, ckpt, package, combos, out=None):
             ),
             "contract_points": CONTRACT_POINTS[precision],
             "within_contract": worst <= CONTRACT_POINTS[precision],
+            "beyond_contract": beyond,
+            "query_step_points": round(step, 4),
+            "beyond_only_by_one_query": by_one_query,
             "detections": detection_differences(ref_outputs, outputs),
             "matched_at_iou": matched_at_iou(ref_outputs, outputs),
         }
@@ -213,7 +224,20 @@ def table(result):
         f"largest metric delta {result['max_delta_points']:.4f} points against {ref}: {verdict} "
         f"the {result['precision']} contract ({result['contract_points']} points)"
     )
+    if result["beyond_only_by_one_query"]:
+        lines.append(
+            f"  beyond it only {', '.join(result['beyond_contract'])}: by one query (a query is "
+            f"{result['query_step_points']:.2f} points of a top-k metric on this set)"
+        )
     return "\n".join(lines)
+
+
+def _verdict(result):
+    if result["within_contract"]:
+        return "within"
+    if result["beyond_only_by_one_query"]:
+        return f"OUTSIDE by one query on top-k ({len(result['beyond_contract'])} metrics)"
+    return "OUTSIDE"
 
 
 def summary(results):
@@ -226,7 +250,7 @@ def summary(results):
             f"{r['name']:24s} {r['reference']:>16s} {r['max_delta_points']:10.4f} "
             f"{r['max_delta_points_vs_torch']:9.4f} {r['contract_points']:9.1f} "
             f"{g['matched_fraction']:15.2%} {g['cosine_min']:8.4f}  "
-            f"{'within' if r['within_contract'] else 'OUTSIDE'}"
+            f"{_verdict(r)}"
         )
     return "\n".join(lines)
 
@@ -243,6 +267,11 @@ def main(argv=None):
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = parser.parse_args(argv)
     combos = [(b, p) for b in args.backend for p in args.precision]
+    if len(combos) > 1:  # bf16 is OpenVINO's (its trunk in bf16): no other backend runs it
+        skipped = [(b, p) for b, p in combos if p == "bf16" and b != "openvino"]
+        combos = [c for c in combos if c not in skipped] or combos
+        for b, p in skipped:
+            print(f"not evaluated: {b} {p} (bf16 runs on openvino only)")
     try:
         cfg = load_cfg(args.cfg, args.opts)
         results = compare_all(cfg, args.ckpt, args.model, combos, args.out)

@@ -5,6 +5,9 @@ What is quantized, by construction (DEPLOY.md: quantizing box arithmetic halved 
 in a probe): the trunk's convolutions only, found by their place in the graph:
 
 - the backbone: every Conv that RoiAlign's feature map depends on;
+- the RPN head's shared 3x3 convolution, the Conv that reads that feature map (a third of the
+  time of an int8 ResNet-50 graph when left in fp32); the RPN's predictors of objectness and
+  box deltas, 1x1 convolutions reading its output, stay fp32;
 - the RoI heads' convolutions (res5 of the box and re-id heads): every Conv that depends on a
   RoiAlign's output.
 
@@ -67,9 +70,10 @@ def _consumers(graph):
 
 
 def trunk_convs(proto):
-    """Names of the trunk's Conv nodes of ``proto`` (a detect or embed graph), in graph order:
-    the Convs upstream of a RoiAlign's feature map (the backbone) and downstream of a
-    RoiAlign's output (the RoI heads). The RPN head's Convs are neither."""
+    """Names of the trunk's Conv nodes of ``proto`` (a detect or embed graph): the Convs
+    upstream of a RoiAlign's feature map (the backbone), the one reading that feature map (the
+    RPN head's shared convolution, in a detect graph) and those downstream of a RoiAlign's
+    output (the RoI heads). The RPN's predictors (objectness, box deltas) are none of them."""
     graph = proto.graph
     producers, consumers = _producers(graph), _consumers(graph)
     rois = [n for n in graph.node if n.op_type == "RoiAlign"]
@@ -87,15 +91,17 @@ def trunk_convs(proto):
             if node.name not in downstream:
                 downstream.add(node.name)
                 stack += list(node.output)
-    convs = [n.name for n in graph.node if n.op_type == "Conv"]
-    backbone = [n for n in convs if n in upstream]
-    heads = [n for n in convs if n in downstream]
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    features = {r.input[0] for r in rois}
+    backbone = [n.name for n in convs if n.name in upstream]
+    rpn = [n.name for n in convs if n.input[0] in features and n.name not in downstream]
+    heads = [n.name for n in convs if n.name in downstream]
     if not backbone or not heads:
         raise SeqNetError(
             f"cannot find the convolutional trunk ({len(backbone)} backbone and {len(heads)} "
             "RoI head convolutions)"
         )
-    return backbone + [n for n in heads if n not in backbone]
+    return backbone + rpn + [n for n in heads if n not in backbone]
 
 
 GLUE = ("Add", "Relu", "MaxPool")  # what joins the trunk's convolutions (residuals, pooling)
@@ -157,13 +163,12 @@ def _unshare(proto, convs):
 
 
 def _confine(proto, convs):
-    """Keep the quantized values to the trunk convolutions ``convs``.
+    """Keep the quantized values to the trunk: the convolutions ``convs`` and what joins them
+    (GLUE: a block's residual add reads its input quantized, as its conv1 does).
 
     The quantizer gives every reader of a quantized tensor the dequantized value: RoIAlign's
-    output reaches the re-id head's max-pool so, a block's input its residual add. Here a
-    convolution's input pair feeds convolutions only (the other readers read the fp32 tensor),
-    a convolution's output pair only what the trunk joins it with (GLUE); what is then unused
-    goes."""
+    output reaches the re-id head's max-pool so, the backbone's output RoIAlign. Here every
+    reader outside the trunk reads the fp32 tensor instead; what is then unused goes."""
     graph = proto.graph
     producers = _producers(graph)
     region = trunk_nodes(proto, convs)
@@ -180,10 +185,7 @@ def _confine(proto, convs):
             continue
         for i, x in enumerate(node.input):
             if x in source:
-                made_by = producers.get(source[x][1])
-                conv_output = made_by is not None and made_by.name in convs
-                keep = node.name in convs or (conv_output and node.name in region)
-                if not keep:
+                if node.name not in region:
                     node.input[i] = source[x][1]
             elif x in weights and node.name not in convs:
                 raise SeqNetError(f"int8: {node.op_type} {node.name} reads a quantized weight")
@@ -218,31 +220,37 @@ def _strided_1x1(conv):
 
 
 def _separate(graph):
-    """Give each trunk convolution an input pair of its own.
+    """Give each reader of a quantized tensor an input pair of its own.
 
-    A block's input is read by two convolutions (conv1 and the downsample) through one pair.
-    On x86 ONNX Runtime computes an int8 pair as uint8, a rewrite it makes only for a pair with
-    one reader: the two convolutions then ran in fp32 (and its optimizers merge identical
-    pairs back into one). So each further reader gets its own pair: a strided 1x1
-    convolution (the downsample) as the same function written as a subsampling Slice and a
-    stride-1 convolution, quantized after the Slice (OpenVINO's stride optimization otherwise
-    moved the stride between the pair and the convolution behind a RoIAlign, which then ran in
-    fp32); any other with its scale one float32 step apart, so that no optimizer merges the
-    pairs."""
+    A block's input is read through one pair by two convolutions (conv1 and the downsample) or
+    by conv1 and the residual add. On x86 ONNX Runtime computes an int8 pair as uint8, a
+    rewrite it makes only for a pair with one reader: the convolution then ran in fp32 (and its
+    optimizers merge identical pairs back into one). So each further reader gets its own pair:
+    a strided 1x1 convolution (the downsample) as the same function written as a subsampling
+    Slice and a stride-1 convolution, quantized after the Slice (OpenVINO's stride
+    optimization otherwise moved the stride between the pair and the convolution behind a
+    RoIAlign, which then ran in fp32); any other with its scale one float32 step apart, so that
+    no optimizer merges the pairs."""
     producers = _producers(graph)
     consumers = _consumers(graph)
     initializers = {t.name: t for t in graph.initializer}
     added, pairs = {}, {}  # node name -> nodes to insert after it; Q input -> pairs on it
     for dq in [n for n in graph.node if n.op_type == "DequantizeLinear"]:
         q = producers.get(dq.input[0])
-        readers = [c for c in consumers.get(dq.output[0], []) if c.op_type == "Conv"]
+        readers = [c for c in consumers.get(dq.output[0], []) if c.op_type not in QDQ]
         if q is None or q.op_type != "QuantizeLinear" or len(readers) < 2:
             continue
         pairs[q.input[0]] = pairs.get(q.input[0], 0) + 1
-        readers.sort(key=lambda c: _strided_1x1(c) is not None)  # plain ones keep the pair
+
+        def order(node):  # a plain convolution keeps the pair, then an add, then downsamples
+            if node.op_type != "Conv":
+                return 1
+            return 0 if _strided_1x1(node) is None else 2
+
+        readers.sort(key=order)
         for conv in readers[1:]:
             source, nodes = q.input[0], []
-            stride = _strided_1x1(conv)
+            stride = _strided_1x1(conv) if conv.op_type == "Conv" else None
             if stride:
                 steps = onnx.numpy_helper.from_array(
                     np.array(stride, np.int64), f"{conv.name}_steps"
@@ -277,7 +285,7 @@ def _separate(graph):
                 "DequantizeLinear", [nodes[-1].output[0], scale, dq.input[2]],
                 [f"{name}_dequantized"], name=f"{name}_DequantizeLinear",
             ))  # fmt: skip
-            conv.input[0] = nodes[-1].output[0]
+            conv.input[:] = [nodes[-1].output[0] if x == dq.output[0] else x for x in conv.input]
             added.setdefault(dq.name, []).extend(nodes)
     order = []
     for node in graph.node:
@@ -518,7 +526,7 @@ def write_int8(folder, manifest, session, frames, calibration):
     return {
         "calibration": calibration | {"method": "minmax", "activations": "int8 symmetric",
                                       "weights": "int8 symmetric per channel"},
-        "quantized": "trunk convolutions only (backbone, RoI heads' res5)",
+        "quantized": "trunk convolutions only (backbone, RPN head's 3x3, RoI heads' res5)",
         "graphs": figures,
         "seconds": round(time.perf_counter() - start, 1),
     }  # fmt: skip

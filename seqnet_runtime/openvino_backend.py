@@ -76,17 +76,20 @@ def _closure(starts, edges):
 
 
 def trunk(model):
-    """Names of the trunk's ops of an OpenVINO model read from a package graph: the
-    convolutions upstream of a ROIAlign's feature map (the backbone) or downstream of a
-    ROIAlign (the RoI heads' res5; not the RPN head), and the fp32 Add/Relu/MaxPool ops joined
-    to them through such ops only (bias adds, residuals, the stem's max-pool)."""
+    """Names of the trunk's ops of an OpenVINO model read from a package graph (as the int8
+    flavour's, seqnet_export.quantize): the convolutions upstream of a ROIAlign's feature map
+    (the backbone), reading it (the RPN head's shared 3x3; not its predictors) or downstream of
+    a ROIAlign (the RoI heads' res5), and the fp32 Add/Relu/MaxPool ops joined to them through
+    such ops only (bias adds, residuals, the stem's max-pool)."""
     ops, parents, children = _graph(model)
     rois = [name for name, op in ops.items() if op.get_type_name() == "ROIAlign"]
-    upstream = _closure([parents[r][0] for r in rois], parents)
+    features = {parents[r][0] for r in rois}
+    upstream = _closure(features, parents)
     downstream = _closure([c for r in rois for c in children[r]], children)
     convs = {
         name for name, op in ops.items()
-        if op.get_type_name() == "Convolution" and (name in upstream or name in downstream)
+        if op.get_type_name() == "Convolution"
+        and (name in upstream or name in downstream or parents[name][0] in features)
     }  # fmt: skip
 
     def glue(name):

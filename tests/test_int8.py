@@ -3,7 +3,7 @@ and OpenVINO's bf16 trunk, on the tiny model of test_export.
 
 The int8 graphs quantize exactly the convolutional trunk: a test lists every node that reads a
 dequantized value and fails on anything else (box arithmetic, RoIAlign, top-k, NMS, norms,
-the linear heads, the RPN head); ONNX Runtime fuses every trunk convolution into an int8 one
+the linear heads, the RPN's predictors); ONNX Runtime fuses every trunk convolution into an int8 one
 and OpenVINO computes them in int8. bf16 runs the fp32 graphs with only that trunk in bf16,
 and is refused in one line where the CPU has no native bf16. Bad input is one line each.
 The eval parity of both on a trained model is the slow test at the end.
@@ -96,8 +96,8 @@ def test_int8_flavour_in_the_package(package):
 
 def test_quantized_nodes_are_exactly_the_trunk(package):
     """Every node reading a dequantized value is a trunk convolution or what joins them; every
-    trunk convolution is quantized, nothing else (the RPN head, boxes, RoIAlign, TopK, NMS,
-    norms, the linear heads stay fp32); weights int8 per channel and activations int8 with
+    trunk convolution is quantized, nothing else (the RPN's predictors, boxes, RoIAlign, TopK,
+    NMS, norms, the linear heads stay fp32); weights int8 per channel and activations int8 with
     zero point 0 (TensorRT's explicit quantization takes only that)."""
     fp32, int8 = graphs(package, "fp32"), graphs(package, "int8")
     for name in ("detect", "embed"):
@@ -109,14 +109,18 @@ def test_quantized_nodes_are_exactly_the_trunk(package):
         assert sorted(fed["Conv"]) == sorted(trunk), name
         region = quantize.trunk_nodes(proto, set(trunk))
         assert {n for names in fed.values() for n in names} <= region
-        # the trunk: the backbone and both RoI heads' res5, never the RPN head
+        # the trunk: the backbone, the RPN head's shared 3x3 and both RoI heads' res5, never
+        # the RPN's predictors of objectness and box deltas
         weights = {n.name: n.input[1] for n in fp32[name].graph.node if n.op_type == "Conv"}
-        assert all(w.startswith(("backbone.", "box_head.", "reid_head."))
+        assert all(w.startswith(("backbone.", "rpn_head.conv.", "box_head.", "reid_head."))
                    for n, w in weights.items() if n in trunk)  # fmt: skip
-        assert all(w.startswith("rpn_head.") for n, w in weights.items() if n not in trunk)
+        predictors = ("rpn_head.cls_logits.", "rpn_head.bbox_pred.")
+        assert all(w.startswith(predictors) for n, w in weights.items() if n not in trunk)
         assert any(w.startswith("reid_head.") for n, w in weights.items() if n in trunk)
         if name == "detect":
             assert any(w.startswith("box_head.") for n, w in weights.items() if n in trunk)
+            assert sum(w.startswith("rpn_head.conv.") for n, w in weights.items() if n in trunk)
+            assert sum(w.startswith(predictors) for w in weights.values()) == 2
         inits = {t.name: t for t in proto.graph.initializer}
         for node in proto.graph.node:
             if node.op_type not in quantize.QDQ or node.input[2] not in inits:
@@ -144,7 +148,7 @@ def test_int8_on_onnxruntime_is_int8(package, tmp_path):
         ops = [n.op_type for n in optimized.graph.node]
         trunk = quantize.trunk_convs(graphs(package, "fp32")[name])
         assert ops.count("QLinearConv") == len(trunk), name
-        assert ops.count("Conv") == (3 if name == "detect" else 0)  # the RPN head's
+        assert ops.count("Conv") == (2 if name == "detect" else 0)  # the RPN's predictors
     session = load(package, "onnxruntime", precision="int8", threads=THREADS)
     assert session.flavour == "int8"
     image = np.random.default_rng(0).integers(0, 255, (120, 160, 3), dtype=np.uint8)
