@@ -96,11 +96,15 @@ def main(argv=None):
               *overrides], timings)  # fmt: skip
     _step("demo", ["demo", "--cfg", args.cfg, "--ckpt", str(ckpt), "--out", str(out / "demo"),
           *overrides], timings)  # fmt: skip
-    video = _video_search(out, ckpt, timings)
+    int8_refused = _export(out, ckpt, timings)
+    video = _video_search(out, timings)
 
     sizes = [g for g in cfg.EVAL_GALLERY_SIZES if f"search/G{g}/mAP" in metrics]
     size = 100 if 100 in sizes else max(sizes)  # the paper's headline size when the set holds it
-    int8 = _int8(out, args.cfg, overrides, metrics, size, pool, timings)
+    if int8_refused:
+        int8 = {"exported": False, "reason": int8_refused}
+    else:
+        int8 = _int8(out, args.cfg, overrides, metrics, size, pool, timings)
     summary = {
         "gallery_size": size,
         "mAP": metrics[f"search/G{size}/mAP"],
@@ -112,16 +116,19 @@ def main(argv=None):
         "wall_time_s": round(time.perf_counter() - start, 1),
         "steps_s": timings,
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    fs.write_json(out / "summary.json", summary, indent=2)
     print(json.dumps(summary, indent=2))
     print(f"mAP {summary['mAP']:.1%}  top-1 {summary['top1']:.1%}  (gallery size {size}); "
           f"pictures in {out}/demo and {out}/search_q*/index.html")  # fmt: skip
     print(f"video: AP {video['ap']:.1%}, recall {video['recall']:.1%}, "
           f"{video['false_matches']} false matches over {len(video['queries'])} queries on "
           f"{video['backend']}; open {out}/run/index.html")  # fmt: skip
-    fps = int8["frames_per_s"]
-    print(f"int8 on {int8['backend']}: metrics within {int8['max_delta_points']:.2f} points of "
-          f"fp32; " + ", ".join(f"{k} {v:.1f}" for k, v in fps.items()) + " frames/s")  # fmt: skip
+    if int8_refused:
+        print(f"int8: not exported ({int8_refused})")
+    else:
+        fps = ", ".join(f"{k} {v:.1f}" for k, v in int8["frames_per_s"].items())
+        print(f"int8 on {int8['backend']}: metrics within {int8['max_delta_points']:.2f} points "
+              f"of fp32; {fps} frames/s")  # fmt: skip
 
 
 def _int8(out, cfg_path, overrides, metrics, size, pool, timings):
@@ -152,6 +159,7 @@ def _int8(out, cfg_path, overrides, metrics, size, pool, timings):
             session.detect([image])
         fps[name] = round(len(images) / (time.perf_counter() - t), 2)
     return {
+        "exported": True,
         "backend": backend,
         "metrics": {k: got[k] for k in deltas},
         "delta_points_vs_fp32": deltas,
@@ -170,12 +178,28 @@ def _timed(title, timings, func, *args):
     return result
 
 
-def _video_search(out, ckpt, timings):
-    """Export the trained model, write a video of the test identities with its truth, search
-    it for the video's queries on ONNX Runtime, and score the run: the deployment half."""
-    package, video, run_out = out / "model", out / "video", out / "run"
+def _export(out, ckpt, timings):
+    """The trained model as a package with int8 graphs calibrated on the benchmark's scenes;
+    where those fail their check against fp32, a package without them and the reason."""
+    package = out / "model"
     shutil.rmtree(package, ignore_errors=True)  # this run's model replaces an earlier export
-    _timed("export", timings, export, ["--ckpt", str(ckpt), "--out", str(package), "--int8"])
+    argv = ["--ckpt", str(ckpt), "--out", str(package)]
+    calib = out / "data" / "Image" / "SSM"
+    try:
+        _timed("export", timings, export, [*argv, "--int8", "--calib", str(calib)])
+        return None
+    except SystemExit as e:
+        if "int8 vs fp32" not in str(e.code):
+            raise
+        log.warning("%s; exporting without --int8", e.code)
+        _timed("export", timings, export, argv)
+        return str(e.code)
+
+
+def _video_search(out, timings):
+    """Write a video of the test identities with its truth, search it for the video's queries
+    on ONNX Runtime with the exported package, and score the run: the deployment half."""
+    package, video, run_out = out / "model", out / "video", out / "run"
     if not (video / "truth.json").is_file():
         ids = [f"--train-ids={DATA['train_ids']}", f"--test-ids={DATA['test_ids']}",
                f"--queries={min(VIDEO_QUERIES, DATA['test_ids'])}"]  # fmt: skip

@@ -15,19 +15,8 @@ from seqnet_train.cli import main as seqnet
 from tests.tiny import tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
-MEASURE = (
-    "import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, "
-    "stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
-    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
-)
-
-
-def peak_mb(args):
-    """Peak resident memory (MB) of ``seqnet-run args`` in a process of its own."""
-    run = [sys.executable, "-c", "import sys; from seqnet_runtime.cli import main; main()", *args]
-    out = subprocess.run([sys.executable, "-c", MEASURE, *run], check=True, cwd=ROOT,
-                         capture_output=True, text=True)  # fmt: skip
-    return int(out.stdout.split()[-1]) / 1024
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from long_video_memory import RUN, peak_mb  # noqa: E402
 
 
 @pytest.mark.slow
@@ -45,7 +34,7 @@ def test_memory_is_flat_in_the_videos_length(tmp_path):
         out = tmp_path / f"out{frames}"
         args = [str(video / "video.mp4"), "--query", str(query), "--model", str(tmp_path / "pkg"),
                 "--out", str(out), "--no-video", "--batch", "4"]  # fmt: skip
-        peaks[frames] = peak_mb(args)
+        peaks[frames] = peak_mb(args, cwd=ROOT)[0]
         runs[frames] = (args, out)
     assert peaks[2000] - peaks[200] <= 100, peaks
 
@@ -56,7 +45,7 @@ def test_memory_is_flat_in_the_videos_length(tmp_path):
     first = json.loads((out / "matches.json").read_text())
     # a second query on the same video: every detection from the index
     second = subprocess.run(
-        [sys.executable, "-c", "import sys; from seqnet_runtime.cli import main; main()", *args],
+        [sys.executable, "-c", RUN, *args],
         cwd=ROOT, capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert "1 units reused, 0 to index" in second.stderr

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 import seqnet_quickstart as quickstart
+from seqnet_export import verify
 from seqnet_runtime.gallery import open_gallery
 from seqnet_runtime.images import to_array
 from seqnet_runtime.index import load_index
@@ -40,6 +41,10 @@ def test_builtin_demo_end_to_end(tmp_path, monkeypatch, caplog):
     monkeypatch.setattr(
         quickstart, "DATA", dict(seed=0, train_images=6, test_images=8, train_ids=4, test_ids=2)
     )
+    # a 3-step model detects noise, which int8 moves past its check against fp32 (that check is
+    # test_int8's, on a trained model): here the int8 half of the demo must run all the same
+    for check in ("INT8_MATCHED", "INT8_COSINE_MEDIAN", "INT8_COSINE_MIN"):
+        monkeypatch.setattr(verify, check, -1.0)
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(TINY)
     out = tmp_path / "demo_output"
@@ -77,6 +82,7 @@ def test_builtin_demo_end_to_end(tmp_path, monkeypatch, caplog):
 
     # The int8 graphs in the same package: evaluated, and timed beside fp32.
     int8 = summary["int8"]
+    assert int8["exported"]
     assert set(manifest["graphs"]) == {"fp32", "int8"} and "evaluate int8" in summary["steps_s"]
     assert int8["backend"] in ("openvino", "onnxruntime")
     assert set(int8["delta_points_vs_fp32"]) >= {"search/G100/mAP", "det/ap"}
@@ -104,6 +110,29 @@ def test_builtin_demo_end_to_end(tmp_path, monkeypatch, caplog):
             np.testing.assert_allclose(stored[field], value, rtol=1e-5, atol=1e-5)
     reused = f"gallery index: {len(fresh)} units reused, 0 to index"
     assert caplog.text.count(reused) == 2  # by both searches: none detected the pool
+
+
+def test_int8_beyond_its_check_leaves_an_fp32_package(monkeypatch, tmp_path):
+    """The demo goes on without int8 graphs that fail their check (the reason is kept for the
+    summary); any other export error ends it."""
+    calls = []
+
+    def export(argv):
+        calls.append(argv)
+        if "--int8" in argv:
+            raise SystemExit("seqnet-export: error: int8 vs fp32: beyond the parity contract")
+
+    monkeypatch.setattr(quickstart, "export", export)
+    reason = quickstart._export(tmp_path, tmp_path / "epoch_0.pth", {})
+    assert "int8 vs fp32" in reason
+    assert len(calls) == 2 and "--int8" in calls[0] and "--int8" not in calls[1]
+
+    def broken(argv):
+        raise SystemExit("seqnet-export: error: fp32 vs PyTorch: beyond the parity contract")
+
+    monkeypatch.setattr(quickstart, "export", broken)
+    with pytest.raises(SystemExit, match="fp32 vs PyTorch"):
+        quickstart._export(tmp_path, tmp_path / "epoch_0.pth", {})
 
 
 @pytest.mark.parametrize(
