@@ -10,6 +10,7 @@ its workers' models) is also given apart.
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -18,6 +19,7 @@ from pathlib import Path
 from machine import cpu_name
 
 from seqnet_runtime.archive import search_archive
+from seqnet_runtime.cpu import cpu_features
 from seqnet_runtime.run import run
 
 
@@ -56,7 +58,12 @@ def main(argv=None):
         ).read_text()
     fps = {"sequential": frames / sequential, "in_process": frames / local, "ray": frames / on_ray}
     report = {
-        "machine": {"cpu": cpu_name(), "python": sys.version.split()[0]},
+        "machine": {
+            "cpu": cpu_name(),
+            "features": cpu_features(),
+            "cores": os.cpu_count(),
+            "python": sys.version.split()[0],
+        },
         "videos": len(args.videos),
         "frames": frames,
         "segment_s": args.segment,

@@ -1,7 +1,8 @@
 """``seqnet-run`` over an archive (``seqnet_runtime.archive``): several videos in one search,
 segments equal to an unsplit run (``--every`` too), resumable after the driver is killed, bad
 inputs reported while the rest is searched, and (slow) the same outputs from Ray workers, one
-of them killed mid-segment."""
+of them killed mid-segment. CI runs one ``--every`` and one kill moment; the slow run adds
+``--every 3`` and a kill after 3 segments."""
 
 import json
 import os
@@ -94,7 +95,7 @@ def alone_input(out):
     return json.loads((folder / "matches.json").read_text())
 
 
-@pytest.mark.parametrize("every", [1, 3])
+@pytest.mark.parametrize("every", [1, pytest.param(3, marks=pytest.mark.slow)])  # CI time
 def test_segments_equal_an_unsplit_run(archive, tmp_path, every):
     videos = (archive / "cameras" / "cam3.mp4", archive / "cameras" / "cam1.mp4")
     extra = ["--every", str(every)]
@@ -147,7 +148,7 @@ def _start(args):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
 
 
-@pytest.mark.parametrize("after", [1, 3])
+@pytest.mark.parametrize("after", [1, pytest.param(3, marks=pytest.mark.slow)])  # CI time
 def test_resume_after_the_driver_is_killed(archive, tmp_path, after):
     inputs = [archive / "cameras" / f"{n}.mp4" for n in ("cam2", "cam1")]
     reference = tmp_path / "reference"

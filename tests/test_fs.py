@@ -47,8 +47,8 @@ def _writer(out, tag, rounds):
 
 def test_two_writers_at_once_never_leave_a_mixed_output(tmp_path):
     out = tmp_path / "out"
-    # spawn: a fork of the test process (its thread pools and atfork handlers: ONNX Runtime,
-    # OpenVINO, TensorRT-RTX loaded by earlier tests) crashed the parent in a full run
+    # spawned, not forked: the writers need nothing of this process (docs/ci.md: a full run
+    # once crashed here, forking)
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_writer, args=(out, tag, 30)) for tag in "ab"]
     for p in procs:
