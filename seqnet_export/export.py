@@ -283,18 +283,25 @@ def _raw(tensor):
     return tensor.raw_data
 
 
-def save_graphs(graphs, folder):
+def tensor_key(tensor, raw):
+    """What makes two large tensors one in WEIGHTS_FILE: dtype, shape and bytes."""
+    return tensor.data_type, tuple(tensor.dims), hashlib.sha256(raw).hexdigest()
+
+
+def save_graphs(graphs, folder, stored=None):
     """Write ``{name}.onnx`` for each graph into ``folder``, their large tensors in one shared
-    WEIGHTS_FILE (each distinct tensor once); check each file. Returns {name: file name}."""
+    WEIGHTS_FILE (each distinct tensor once); check each file. Returns {name: file name}.
+    ``stored`` ({tensor_key: (offset, length)}) lists what a WEIGHTS_FILE already there holds:
+    those are referenced, the rest appended."""
     folder = Path(folder)
-    stored = {}  # (dtype, dims, sha256) -> (offset, length)
-    with open(folder / WEIGHTS_FILE, "wb") as data:
+    stored = {} if stored is None else stored
+    with open(folder / WEIGHTS_FILE, "ab" if stored else "wb") as data:
         for proto in graphs.values():
             for tensor in proto.graph.initializer:
                 raw = _raw(tensor)
                 if len(raw) < INLINE_BYTES:
                     continue
-                key = (tensor.data_type, tuple(tensor.dims), hashlib.sha256(raw).hexdigest())
+                key = tensor_key(tensor, raw)
                 if key not in stored:
                     offset = -data.tell() % ALIGN + data.tell()
                     data.write(b"\0" * (offset - data.tell()))
@@ -311,6 +318,23 @@ def save_graphs(graphs, folder):
         onnx.checker.check_model(str(path), full_check=True)
         files[name] = path.name
     return files
+
+
+def stored_tensors(folder, files):
+    """{(dtype, dims, sha256): (offset, length)} of the tensors the graphs ``files`` keep in
+    ``folder``'s WEIGHTS_FILE."""
+    stored = {}
+    data = (Path(folder) / WEIGHTS_FILE).read_bytes()
+    for file in files:
+        proto = onnx.load(str(Path(folder) / file), load_external_data=False)
+        for tensor in proto.graph.initializer:
+            if tensor.data_location != onnx.TensorProto.EXTERNAL:
+                continue
+            info = {e.key: e.value for e in tensor.external_data}
+            offset, length = int(info.get("offset", 0)), int(info["length"])
+            raw = data[offset : offset + length]
+            stored.setdefault(tensor_key(tensor, raw), (offset, length))
+    return stored
 
 
 def io_spec(path):

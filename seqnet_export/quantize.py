@@ -28,7 +28,6 @@ package's ``weights.bin``: the fp32 tensors they share with the fp32 graphs (the
 the RPN head) are the same bytes, the int8 weights are appended.
 """
 
-import hashlib
 import logging
 import tempfile
 import time
@@ -36,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import external_data_helper, numpy_helper
+from onnx import numpy_helper
 
 from seqnet_runtime.errors import SeqNetError
 from seqnet_runtime.images import list_images, read_pil, to_array
@@ -46,9 +45,6 @@ log = logging.getLogger(__name__)
 
 FLAVOUR = "int8"
 DEFAULT_FRAMES = 8  # calibration frames (synthetic scenes unless --calib / --calib-video)
-WEIGHTS_FILE = "weights.bin"  # seqnet_export.export.WEIGHTS_FILE: the package's one file
-INLINE_BYTES = 1024  # as seqnet_export.export: smaller tensors stay in the .onnx file
-ALIGN = 4096
 QDQ = ("QuantizeLinear", "DequantizeLinear")
 # ops whose inputs must never be quantized values: box arithmetic, RoIAlign, top-k, NMS, norms
 FORBIDDEN = ("RoiAlign", "TopK", "NonMaxSuppression", "ReduceL2", "LpNormalization",
@@ -441,69 +437,11 @@ def quantize_graph(proto, feeds, nodes):
     return quantized
 
 
-def _raw(tensor):
-    if not tensor.HasField("raw_data"):
-        tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor), tensor.name))
-    return tensor.raw_data
-
-
-def _key(tensor, raw):
-    return tensor.data_type, tuple(tensor.dims), hashlib.sha256(raw).hexdigest()
-
-
-def stored_tensors(folder, files):
-    """{(dtype, dims, sha256): (offset, length)} of the tensors the graphs ``files`` keep in
-    ``folder``'s WEIGHTS_FILE."""
-    stored = {}
-    data = (Path(folder) / WEIGHTS_FILE).read_bytes()
-    for file in files:
-        proto = onnx.load(str(Path(folder) / file), load_external_data=False)
-        for tensor in proto.graph.initializer:
-            if tensor.data_location != onnx.TensorProto.EXTERNAL:
-                continue
-            info = {e.key: e.value for e in tensor.external_data}
-            offset, length = int(info.get("offset", 0)), int(info["length"])
-            raw = data[offset : offset + length]
-            stored.setdefault(_key(tensor, raw), (offset, length))
-    return stored
-
-
-def append_graphs(graphs, folder, stored):
-    """Write ``{stem: ModelProto}`` as ``{stem}.onnx`` in ``folder``, their large tensors in its
-    WEIGHTS_FILE: the ones already there (``stored``) by reference, the others appended (each
-    once). Checks each file; returns {stem: file name}."""
-    folder = Path(folder)
-    with open(folder / WEIGHTS_FILE, "ab") as data:
-        for proto in graphs.values():
-            for tensor in proto.graph.initializer:
-                raw = _raw(tensor)
-                if len(raw) < INLINE_BYTES:
-                    continue
-                key = _key(tensor, raw)
-                if key not in stored:
-                    end = data.tell()
-                    offset = -end % ALIGN + end
-                    data.write(b"\0" * (offset - end))
-                    data.write(raw)
-                    stored[key] = (offset, len(raw))
-                offset, length = stored[key]
-                external_data_helper.set_external_data(tensor, WEIGHTS_FILE, offset, length)
-                tensor.ClearField("raw_data")
-                tensor.data_location = onnx.TensorProto.EXTERNAL
-    files = {}
-    for stem, proto in graphs.items():
-        path = folder / f"{stem}.onnx"
-        onnx.save(proto, str(path))
-        onnx.checker.check_model(str(path), full_check=True)
-        files[stem] = path.name
-    return files
-
-
 def write_int8(folder, manifest, session, frames, calibration):
     """Quantize the package's fp32 graphs in ``folder`` (calibrated on ``frames`` through the
     fp32 ``session``), write them beside the others and list them in ``manifest`` as the
     ``int8`` flavour; returns the record of how (calibration, what was quantized)."""
-    from seqnet_export.export import io_spec
+    from seqnet_export.export import io_spec, save_graphs, stored_tensors
 
     start = time.perf_counter()
     folder = Path(folder)
@@ -518,7 +456,7 @@ def write_int8(folder, manifest, session, frames, calibration):
         figures[name] = {"convolutions": len(nodes), "quantized_ops": sorted(fed)}
         del proto
     stored = stored_tensors(folder, [spec.file for spec in fp32.values()])
-    files = append_graphs(graphs, folder, stored)
+    files = save_graphs(graphs, folder, stored)
     manifest.graphs[FLAVOUR] = {
         name: Graph(file=files[f"{name}_{FLAVOUR}"], **io_spec(folder / files[f"{name}_{FLAVOUR}"]))
         for name in fp32
