@@ -16,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import machine
 from machine import cpu_name
 
 from seqnet_runtime.archive import search_archive
@@ -75,10 +76,7 @@ def main(argv=None):
         "targets": {"in_process_vs_sequential": 0.95, "ray_vs_in_process": 0.9},
         "same_matches": same,
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
+    machine.report(report, args.json)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import machine
 from machine import cpu_name
 
 from seqnet_runtime.cpu import cpu_features
@@ -80,10 +81,7 @@ def main(argv=None):
             results[lengths[-1]]["peak_rss_mb"] - results[lengths[0]]["peak_rss_mb"], 1
         ),
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
+    machine.report(report, args.json)
 
 
 if __name__ == "__main__":

@@ -13,3 +13,13 @@ def cpu_name():
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def report(result, path=None):
+    """Print ``result`` as JSON; also write it to ``path`` when given (a benchmark's --json)."""
+    import json
+
+    text = json.dumps(result, indent=2)
+    print(text)
+    if path:
+        Path(path).write_text(text + "\n")

@@ -12,12 +12,12 @@ the model's loading (measured apart, on the backend's own session).
 """
 
 import argparse
-import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import machine
 import numpy as np
 from machine import cpu_name
 
@@ -72,10 +72,7 @@ def main(argv=None):
         "seqnet_run_search_pass_s": round(result.seconds, 2),
         "model_load_s": round(load_s, 2),
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.json:
-        Path(args.json).write_text(text + "\n")
+    machine.report(report, args.json)
 
 
 if __name__ == "__main__":
