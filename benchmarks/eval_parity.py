@@ -41,18 +41,23 @@ BACKENDS = ("onnxruntime", "openvino")
 PRECISIONS = ("fp32", "fp16", "int8", "bf16")
 
 
+def _per_image(ref, got, split):
+    """(ref detections, ref embeddings, got detections, got embeddings) of each image."""
+    return zip(
+        split_rows(ref[f"{split}_dets"], ref[f"{split}_counts"]),
+        split_rows(ref[f"{split}_feats"], ref[f"{split}_counts"]),
+        split_rows(got[f"{split}_dets"], got[f"{split}_counts"]),
+        split_rows(got[f"{split}_feats"], got[f"{split}_counts"]),
+    )
+
+
 def detection_differences(ref, got):
     """Per split, over every image: detections without a counterpart within MATCH_PX, and the
     largest box, score and embedding differences of the matched ones."""
     out = {}
     for split in ("gallery", "query"):
         unmatched, box, score, emb, matched = 0, 0.0, 0.0, 0.0, 0
-        pairs = zip(
-            split_rows(ref[f"{split}_dets"], ref[f"{split}_counts"]),
-            split_rows(ref[f"{split}_feats"], ref[f"{split}_counts"]),
-            split_rows(got[f"{split}_dets"], got[f"{split}_counts"]),
-            split_rows(got[f"{split}_feats"], got[f"{split}_counts"]),
-        )
+        pairs = _per_image(ref, got, split)
         for rd, rf, gd, gf in pairs:
             if not len(rd) or not len(gd):
                 unmatched += len(rd) + len(gd)
@@ -86,12 +91,7 @@ def matched_at_iou(ref, got, iou_at_least=MATCH_IOU):
     out = {}
     for split in ("gallery", "query"):
         total, matched, box, cosines = 0, 0, 0.0, []
-        pairs = zip(
-            split_rows(ref[f"{split}_dets"], ref[f"{split}_counts"]),
-            split_rows(ref[f"{split}_feats"], ref[f"{split}_counts"]),
-            split_rows(got[f"{split}_dets"], got[f"{split}_counts"]),
-            split_rows(got[f"{split}_feats"], got[f"{split}_counts"]),
-        )
+        pairs = _per_image(ref, got, split)
         for rd, rf, gd, gf in pairs:
             total += len(rd)
             if not len(rd) or not len(gd):
