@@ -15,6 +15,7 @@ native bf16 matrix units (``BF16_UNITS``); refused in one line elsewhere. int8 g
 as they are: OpenVINO computes their quantized convolutions in int8.
 """
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -134,6 +135,15 @@ def bf16_trunk(model):
     return len(region)
 
 
+@functools.cache
+def openvino_core():
+    """The process's one OpenVINO Core. Its CPU plugin gives the thread that compiles a model an
+    alternate signal stack and puts the previous one back when the plugin is destroyed: with a
+    Core per graph, plugins destroyed out of order left the thread on a freed stack, and the
+    next signal it took (SIGCHLD, when a child process ended) crashed the process."""
+    return ov.Core()
+
+
 class OpenVinoRunner(GraphRunner):
     """``OpenVinoRunner(path, device="cpu", threads=None)``: the ONNX graph at ``path`` (its
     external weights beside it), compiled for the CPU with dynamic shapes, fp32, latency;
@@ -155,7 +165,7 @@ class OpenVinoRunner(GraphRunner):
         if threads:
             config[props.inference_num_threads] = int(threads)
         try:
-            core = ov.Core()
+            core = openvino_core()
             model = core.read_model(str(path))
             if self.bf16:
                 bf16_trunk(model)

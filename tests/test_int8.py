@@ -264,9 +264,9 @@ def test_bf16_is_the_trunk_only(package):
     them; RoIAlign, top-k, NMS, the linear heads, the pre-processing and the outputs are fp32."""
     import openvino as ov
 
-    from seqnet_runtime.openvino_backend import bf16_trunk, trunk
+    from seqnet_runtime.openvino_backend import bf16_trunk, openvino_core, trunk
 
-    core = ov.Core()
+    core = openvino_core()
     for name, proto in graphs(package, "fp32").items():
         model = core.read_model(str(package / f"{name}.onnx"))
         region = trunk(model)

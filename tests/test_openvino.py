@@ -7,6 +7,10 @@ in float32, int64 in int32, integer Div/Mod through a float32 division, and (202
 of it matters (seqnet_export.preprocess); these tests hold it to the float64 rule.
 """
 
+import gc
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -21,7 +25,7 @@ import torch
 from seqnet_export.preprocess import preprocess_model, resized_size, size_model
 from seqnet_runtime.cpu import FEATURES, cpu_features
 from seqnet_runtime.errors import SeqNetError
-from seqnet_runtime.openvino_backend import OpenVinoRunner
+from seqnet_runtime.openvino_backend import OpenVinoRunner, openvino_core
 
 THREADS = 2
 BOX_TOL, SCORE_TOL, EMB_TOL = 1e-3, 1e-4, 1e-4  # DEPLOY.md's fp32 contract
@@ -35,7 +39,7 @@ DETECT_OUTPUTS = ["boxes", "scores", "embeddings", "count"]
 
 
 def compile_cpu(model):
-    core = ov.Core()
+    core = openvino_core()  # one per process (why: its docstring)
     config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": THREADS}
     return core.compile_model(core.read_model(model.SerializeToString(), b""), "CPU", config)
 
@@ -173,3 +177,35 @@ def test_cpu_features(tmp_path):
     info.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_vnni amx_tile amx_bf16\n")
     assert cpu_features(info) == ("amx_bf16", "amx_tile", "avx512_vnni", "avx512f")
     assert cpu_features(tmp_path / "none") == ()
+
+
+def _signal_stack_is_mapped():
+    """Whether this thread's alternate signal stack, if it has one, lies in mapped memory."""
+    import ctypes
+
+    class Stack(ctypes.Structure):
+        _fields_ = [("sp", ctypes.c_void_p), ("flags", ctypes.c_int), ("size", ctypes.c_size_t)]
+
+    stack = Stack()
+    assert ctypes.CDLL(None).sigaltstack(None, ctypes.byref(stack)) == 0
+    if stack.flags & 2:  # SS_DISABLE: none
+        return True
+    spans = (
+        line.split()[0].split("-")
+        for line in Path("/proc/self/maps").read_text().split("\n")
+        if line
+    )
+    return any(int(a, 16) <= stack.sp < int(b, 16) for a, b in spans)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="sigaltstack and /proc/self/maps are Linux's")
+def test_runners_leave_a_valid_signal_stack(package):
+    """OpenVINO's CPU plugin swaps the compiling thread's alternate signal stack and puts the
+    previous one back when it is destroyed: runners of one Core per graph, freed in the order
+    they were made, left the thread on a freed stack, and the next SIGCHLD crashed pytest."""
+    for _ in range(2):
+        first = OpenVinoRunner(package / "detect.onnx", threads=THREADS)
+        second = OpenVinoRunner(package / "embed.onnx", threads=THREADS)
+        del first, second
+        gc.collect()
+        assert _signal_stack_is_mapped()
