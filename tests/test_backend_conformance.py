@@ -6,8 +6,8 @@ every part of the TensorRT backend's path but TensorRT's own kernels.
 
 The default ResNet-50 with the golden weights is exported once for the module (no PyTorch at
 test time but for the export); then, per backend: every image through the gallery, query and
-CBGM paths, the forced-empty cases (the score threshold is a graph input, so the same graphs
-run them), the three images as one call equal to one by one, frames of one size as one batch;
+CBGM paths, a forced-empty case (the score threshold is a graph input, so the same graphs
+run it), the three images as one call equal to one by one, frames of one size as one batch;
 and (slow) the fp16 package against the fp32 one (DEPLOY.md's contract, on ONNX Runtime's CPU
 provider). Tolerances are the golden ones (../shared/parity/README.md). A backend whose library
 is not installed here skips with the reason.
@@ -145,10 +145,12 @@ def test_query_image_as_gallery(cbgm, golden):
 
 
 def test_forced_empty(package, backend, images, golden):
-    """The score threshold is a graph input: 0.999 through the same graphs."""
+    """The score threshold is a graph input: 0.999 through the same graphs. One golden image
+    shows that the input is read, on every backend (test_parity runs all three through the
+    PyTorch model; each costs the CI two ResNet-50 passes per backend)."""
     thresh = golden["meta"]["empty_case_score_thresh"]
     session = open_session(package, backend, score_thresh=thresh)
-    for i, gold in enumerate(golden["empty"]):
+    for i, gold in enumerate(golden["empty"][:1]):
         gallery = session.detect([images[i]])[0]
         assert gallery["boxes"].shape == (0, 4) and gallery["embeddings"].shape == (0, 256)
         assert gallery["scores"].shape == (0,)

@@ -32,10 +32,12 @@ def test_unfrozen_stem_trains():
     assert all(p.requires_grad and p.grad is not None and p.grad.abs().sum() > 0 for p in stem)
 
 
-def test_tall_roi_pool_trains_and_predicts():
-    """People are tall: POOL_SIZE [H, W] pools them in fewer, better-placed bins."""
-    model = tiny_model("MODEL.ROI_HEAD.POOL_SIZE", "[6, 3]").train()
-    assert model.roi_heads.box_roi_pool.output_size == (6, 3)
+@pytest.mark.parametrize("size, bins", [("14", (14, 14)), ("[6, 3]", (6, 3))])
+def test_square_and_tall_roi_pools_train_and_predict(size, bins):
+    """The released square pool, and a tall one (people are tall: POOL_SIZE [H, W] pools them
+    in fewer, better-placed bins)."""
+    model = tiny_model("MODEL.ROI_HEAD.POOL_SIZE", size).train()
+    assert model.roi_heads.box_roi_pool.output_size == bins
     losses = model(*tiny_batch())
     assert all(torch.isfinite(v) for v in losses.values())
     sum(losses.values()).backward()

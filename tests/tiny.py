@@ -15,6 +15,7 @@ TINY_OPTS = [
     "MODEL.RPN.PRE_NMS_TOPN_TEST", "200",
     "MODEL.RPN.POST_NMS_TOPN_TEST", "50",
     "MODEL.ROI_HEAD.BATCH_SIZE_TRAIN", "32",
+    "MODEL.ROI_HEAD.POOL_SIZE", "[6, 3]",  # tall RoIs: 4x cheaper RoI heads than 14x14 (CI time)
     "MODEL.LOSS.LUT_SIZE", "8",
     "MODEL.LOSS.CQ_SIZE", "16",
 ]  # fmt: skip
