@@ -78,7 +78,8 @@ def main(argv=None):
         shutil.rmtree(data, ignore_errors=True)
         sizes = [f"--{k.replace('_', '-')}={v}" for k, v in DATA.items()]
         _step("synthesise", ["synth", "--format", "cuhk-sysu", "--out", str(data), *sizes], timings)
-    _step("train and evaluate", ["train", "--cfg", args.cfg, *overrides], timings)
+    resume = ["--resume"] if interrupted(train, cfg) else []
+    _step("train and evaluate", ["train", "--cfg", args.cfg, *resume, *overrides], timings)
     ckpt = train / f"epoch_{cfg.SOLVER.MAX_EPOCHS - 1}.pth"  # 0-based, as the release
     metrics = json.loads((train / "metrics.json").read_text())
 
@@ -129,6 +130,14 @@ def main(argv=None):
         fps = ", ".join(f"{k} {v:.1f}" for k, v in int8["frames_per_s"].items())
         print(f"int8 on {int8['backend']}: metrics within {int8['max_delta_points']:.2f} points "
               f"of fp32; {fps} frames/s")  # fmt: skip
+
+
+def interrupted(train, cfg):
+    """Whether ``train`` holds checkpoints of this very config: an interrupted demo, which
+    then continues where it stopped (any other config starts afresh)."""
+    saved = train / "config.yaml"
+    same = saved.is_file() and saved.read_text() == cfg.dump()
+    return same and any(train.glob("epoch_*.pth"))
 
 
 def _int8(out, cfg_path, overrides, metrics, size, pool, timings):

@@ -145,3 +145,13 @@ def test_precision_follows_the_cpu_unless_asked(monkeypatch, units, native):
     assert quickstart.bf16_training("auto") is native
     assert quickstart.bf16_training("bf16") is True
     assert quickstart.bf16_training("fp32") is False
+
+
+def test_an_interrupted_demo_resumes_only_its_own_training(tmp_path):
+    cfg = load_cfg(None, ["SOLVER.MAX_EPOCHS", "3"])
+    assert not quickstart.interrupted(tmp_path, cfg)  # nothing there
+    (tmp_path / "config.yaml").write_text(cfg.dump())
+    assert not quickstart.interrupted(tmp_path, cfg)  # no checkpoint yet
+    (tmp_path / "epoch_0.pth").write_bytes(b"")
+    assert quickstart.interrupted(tmp_path, cfg)
+    assert not quickstart.interrupted(tmp_path, load_cfg(None, ["SOLVER.MAX_EPOCHS", "4"]))
