@@ -498,8 +498,8 @@ def add_int8(folder, manifest, calibration, samples, runs32, backends, threads=N
     record = write_int8(folder, manifest, session, frames, source)
     del session
     log.info(
-        "quantized the trunk to int8 (%s convolutions) on %d frames of %s in %.0f s",
-        "/".join(str(g["convolutions"]) for g in record["graphs"].values()),
+        "quantized the trunk to int8 (convolutions: %s) on %d frames of %s in %.0f s",
+        ", ".join(f"{name} {g['convolutions']}" for name, g in record["graphs"].items()),
         source["frames"], source["source"], record["seconds"],
     )  # fmt: skip
     package_format.write(folder, manifest)  # the sessions below read the int8 graphs
