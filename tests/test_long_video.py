@@ -12,19 +12,15 @@ import pytest
 
 from seqnet_runtime.index import load_index
 from seqnet_train.cli import main as seqnet
-from tests.tiny import tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from long_video_memory import RUN, peak_mb  # noqa: E402
+from long_video_memory import RUN, peak_mb, random_package  # noqa: E402
 
 
 @pytest.mark.slow
 def test_memory_is_flat_in_the_videos_length(tmp_path):
-    from seqnet_export.run import write_graphs
-
-    (tmp_path / "pkg").mkdir()
-    write_graphs(tmp_path / "pkg", tiny_model().eval(), config_yaml="")
+    package = random_package(tmp_path / "pkg")
     peaks, runs = {}, {}
     for frames in (200, 2000):
         video = tmp_path / f"v{frames}"
@@ -32,7 +28,7 @@ def test_memory_is_flat_in_the_videos_length(tmp_path):
                 "--size", "96", "128", "--seed", "4"])  # fmt: skip
         query = sorted((video / "queries").glob("*.jpg"))[0]
         out = tmp_path / f"out{frames}"
-        args = [str(video / "video.mp4"), "--query", str(query), "--model", str(tmp_path / "pkg"),
+        args = [str(video / "video.mp4"), "--query", str(query), "--model", str(package),
                 "--out", str(out), "--no-video", "--batch", "4"]  # fmt: skip
         peaks[frames] = peak_mb(args, cwd=ROOT)[0]
         runs[frames] = (args, out)
