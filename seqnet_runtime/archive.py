@@ -232,7 +232,6 @@ class RayPool:
     def __init__(self, address, workers, model, backend, options, batch):
         try:
             import ray
-            from ray.util import ActorPool
         except ImportError:
             raise SeqNetError("--ray needs Ray: pip install 'seqnet[cluster]'") from None
         start = time.perf_counter()
@@ -244,13 +243,25 @@ class RayPool:
         self.ray = ray
         self.actors = [actor.remote(model, backend, options, batch) for _ in range(workers)]
         ray.get([a.ready.remote() for a in self.actors])  # the models are loaded
-        self.pool = ActorPool(self.actors)
         self.startup_s = time.perf_counter() - start
         log.info("Ray: %d workers on %s (%.1f s to start them)", workers,
                  ray.get_runtime_context().gcs_address, self.startup_s)  # fmt: skip
 
     def map(self, segments):
-        return self.pool.map_unordered(lambda actor, s: actor.detect.remote(s), list(segments))
+        """Results as segments complete. Each actor holds two segments (one running, one
+        queued), so it never waits while the driver writes an input's outputs."""
+        todo, running = list(segments), {}
+
+        def submit(actor):
+            if todo:
+                running[actor.detect.remote(todo.pop(0))] = actor
+
+        for actor in self.actors * 2:
+            submit(actor)
+        while running:
+            (done,), _ = self.ray.wait(list(running), num_returns=1)
+            submit(running.pop(done))
+            yield self.ray.get(done)
 
     def close(self):
         for actor in self.actors:
