@@ -277,7 +277,8 @@ def cpu_units(precision, device):
              "avx512_bf16": "AVX-512 BF16", "avx512f": "AVX-512"}  # fmt: skip
     wanted = {"int8": ("amx_int8", "avx512_vnni"), "bf16": ("amx_bf16", "avx512_bf16")}
     have = [names[f] for f in cpu_features() if f in wanted.get(precision, ("avx512f",))]
-    return f", {precision} on {' + '.join(have) or 'no native units (emulated)'}"
+    without = {"bf16": "no bf16 units (emulated in fp32)", "int8": "no int8 dot-product units"}
+    return f", {precision} on {' + '.join(have) or without.get(precision, 'no AVX-512')}"
 
 
 def openvino_rows(package, on, skipped):
