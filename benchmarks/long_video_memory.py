@@ -2,8 +2,8 @@
 JSON: for each length, a synthetic video is written (``seqnet synth --format video``, timed),
 searched by ``seqnet-run`` in a process of its own (its peak resident memory), and its index
 measured on disk (bytes per frame). ``--model random`` (the default) writes a small package of
-random weights first: memory does not depend on the weights, and at ~20 frames/s on 2 cores it
-makes 20,000 frames a quarter of an hour (16 detections per frame, more than a trained model's).
+random weights first: memory does not depend on the weights, and at ~30 frames/s on 2 cores it
+makes 20,000 frames ten minutes (16 detections per frame, more than a trained model's).
 
     python benchmarks/long_video_memory.py [--model PACKAGE|random] [--frames 200 2000 20000]
         [--size 96 128] [--json OUT]

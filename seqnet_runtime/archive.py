@@ -250,11 +250,12 @@ class RayPool:
     def map(self, segments):
         """Results as segments complete. Each actor holds two segments (one running, one
         queued), so it never waits while the driver writes an input's outputs."""
-        todo, running = list(segments), {}
+        todo, running = iter(segments), {}
 
         def submit(actor):
-            if todo:
-                running[actor.detect.remote(todo.pop(0))] = actor
+            segment = next(todo, None)
+            if segment is not None:
+                running[actor.detect.remote(segment)] = actor
 
         for actor in self.actors * 2:
             submit(actor)
