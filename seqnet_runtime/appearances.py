@@ -1,9 +1,10 @@
 """A query's per-frame matches grouped into *appearances*: "seen from 3.4 s to 6.6 s, best look
 at 4.1 s" rather than frames 39, 40, 41, 42 ... of the same sighting (issue 33). numpy only.
 
-Input: one record per processed frame, in time order, ``(frame, time in seconds, best
-similarity or None when nobody was detected, best box [x1, y1, x2, y2] or None)``: the query's
-most similar detection in that frame.
+Input: one record per processed frame, in time order, ``(frame, time in seconds, similarity
+or None when nobody is the query there, box [x1, y1, x2, y2] or None)``: in a video, the
+detection of the query's track there (``seqnet_runtime.tracks``), or for any series of frames,
+the query's most similar detection in each.
 
 Rules (``group_appearances``):
 

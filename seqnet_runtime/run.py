@@ -120,7 +120,7 @@ def search_into(folder, session, gallery, queries, cached, meta, *, batch, topk,
     (input, model, every, threshold, gap ...). Returns (the pass's Run, the report)."""
     result = search_pass(
         session, gallery, queries, cached, batch=batch or session.batch_size, topk=topk,
-        index=IndexWriter(folder / INDEX, session.key, session.dim),
+        index=IndexWriter(folder / INDEX, session.key, session.dim), track=_is_video(gallery),
     )  # fmt: skip
     meta = {
         "version": FORMAT_VERSION,
@@ -130,7 +130,7 @@ def search_into(folder, session, gallery, queries, cached, meta, *, batch, topk,
         "partial": result.partial,
         "frames": result.frames,
     }
-    return result, write_outputs(folder, meta, gallery, queries, annotate)
+    return result, write_outputs(folder, meta, gallery, queries, result.tracks, annotate)
 
 
 def run(
@@ -169,21 +169,26 @@ def _positions(gallery):
     return {k: n for n, k in enumerate(gallery.units())}
 
 
-def appearances_of(query, gallery, threshold, gap):
-    """The query's appearances (``seqnet_runtime.appearances``): grouped in time in a video,
-    one per matching image in a folder (its position as the frame)."""
+def appearances_of(n, query, gallery, tracks, threshold, gap):
+    """The ``n``-th query's appearances (``seqnet_runtime.appearances``): in a video, its
+    tracks' records (``seqnet_runtime.tracks``) grouped in time; in a folder, one per matching
+    image (its position as the frame)."""
     if _is_video(gallery):
-        frames = [(i, t, s, box) for _, i, t, s, box in query.per_frame]
-        return group_appearances(frames, threshold, gap=gap)
+        log = tracks.get(next(iter(gallery.units())))
+        return group_appearances(log.records(n, threshold) if log else [], threshold, gap=gap)
     position = _positions(gallery)
     return image_appearances([(position[u], None, s, b) for u, _, _, s, b in query.per_frame],
                              threshold)  # fmt: skip
 
 
-def write_outputs(out, meta, gallery, queries, annotate):
-    """Everything but the index into the folder ``out``, from the pass's results:
-    annotated.mp4 (when ``annotate``), matches.json, thumbs/, timeline.png and index.html."""
-    found = {q.name: appearances_of(q, gallery, meta["threshold"], meta["gap"]) for q in queries}
+def write_outputs(out, meta, gallery, queries, tracks, annotate):
+    """Everything but the index into the folder ``out``, from the pass's results (``tracks``:
+    its ``Run.tracks``): annotated.mp4 (when ``annotate``), matches.json, thumbs/,
+    timeline.png and index.html."""
+    found = {
+        q.name: appearances_of(n, q, gallery, tracks, meta["threshold"], meta["gap"])
+        for n, q in enumerate(queries)
+    }
     if annotate:
         every = meta["every"]
         fps = video.frame_rate(gallery.path) / every if _is_video(gallery) else IMAGE_FPS
@@ -287,17 +292,16 @@ def _strip(appearance):
 
 def annotate_video(path, fps, gallery, index_folder, queries, found):
     """``annotated.mp4``: every processed frame (its detections from the index, stopped units
-    included) with each query's best box labelled inside the query's appearances."""
+    included) with each query's box labelled in the frames of the query's appearances."""
     units = load_index(index_folder, partial=True)
-    inside = []  # per query: {(unit, frame)} inside one of its appearances
+    video_unit = next(iter(gallery.units())) if _is_video(gallery) else None
+    unit_at = {n: k for k, n in _positions(gallery).items()}
+    marked = []  # per query: {(unit, frame): (box, similarity)} on its appearances' tracks
     for q in queries:
-        spans = [(a.first, a.last) for a in found[q.name]]
-        frames = set()
-        for n, (unit, i, _, s, _) in enumerate(q.per_frame):
-            x = i if _is_video(gallery) else n
-            if s is not None and any(first <= x <= last for first, last in spans):
-                frames.add((unit, i))
-        inside.append(frames)
+        marked.append({
+            (video_unit, f) if video_unit else (unit_at[f], -1): (box, sim)
+            for a in found[q.name] for f, _, box, sim in a.track if box is not None
+        })  # fmt: skip
     writer = video.VideoWriter(path, fps)
     try:
         for key in gallery.units():
@@ -306,10 +310,10 @@ def annotate_video(path, fps, gallery, index_folder, queries, found):
             for (i, _, dets), (_, _, image) in zip(units[key].rows(), gallery.frames(key)):
                 labels = []
                 for n, q in enumerate(queries):
-                    if (key, i) in inside[n] and len(dets["boxes"]):
-                        sims = dets["embeddings"] @ q.embedding
-                        j = int(sims.argmax())
-                        labels.append((j, f"{q.name} {sims[j]:.2f}", draw.query_colour(n)))
+                    if (key, i) in marked[n] and len(dets["boxes"]):
+                        box, sim = marked[n][(key, i)]
+                        j = int(np.abs(dets["boxes"] - np.asarray(box)).sum(axis=1).argmin())
+                        labels.append((j, f"{q.name} {sim:.2f}", draw.query_colour(n)))
                 writer.write(np.asarray(draw.frame(image, dets["boxes"], labels)))
     finally:
         writer.close()

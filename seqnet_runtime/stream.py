@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from seqnet_runtime.images import to_array
 from seqnet_runtime.index import TopHits
+from seqnet_runtime.tracks import TrackLog
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +49,17 @@ class Run:
     detections: int  # people found in them
     partial: bool  # stopped by Ctrl-C
     seconds: float
+    tracks: dict = field(default_factory=dict)  # unit -> TrackLog, when the pass tracked
 
 
-def search_pass(session, gallery, queries, cached, *, batch, topk=10, index=None, on_frame=None):
+def search_pass(
+    session, gallery, queries, cached, *, batch, topk=10, index=None, on_frame=None, track=False
+):  # fmt: skip
     """Detect (or take from ``cached``, a loaded index) every frame's people and compare them
     with every query: each query's ``top`` keeps its ``topk`` best hits and ``per_frame`` its
-    best match per frame. ``index`` (an ``IndexWriter``) receives every complete unit;
+    best match per frame; with ``track`` (frames that follow each other in time: a video) the
+    run's ``tracks`` link each unit's detections (``seqnet_runtime.tracks``).
+    ``index`` (an ``IndexWriter``) receives every complete unit;
     ``on_frame(unit, frame, array, detections, similarities)`` is called for each frame when
     given (its pixels are then decoded, even where the index has its detections). Memory stays
     flat whatever the gallery's length. Ctrl-C ends the pass early: what was done is kept."""
@@ -65,7 +71,7 @@ def search_pass(session, gallery, queries, cached, *, batch, topk=10, index=None
     )  # fmt: skip
     for q in queries:
         q.top, q.per_frame = TopHits(q.embedding, topk), []
-    unit, frames, detections, partial = None, 0, 0, False
+    unit, frames, detections, partial, tracks = None, 0, 0, False, {}
     start = time.perf_counter()
     bar = tqdm(total=gallery.size_hint(list(current)), desc="searching", unit="frame")
     passes = frames_with_detections(session, gallery, valid, batch, on_frame is not None)
@@ -77,6 +83,10 @@ def search_pass(session, gallery, queries, cached, *, batch, topk=10, index=None
             if index is not None and key not in valid:
                 index.add(key, current[key], i, t, dets)
             sims = [dets["embeddings"] @ q.embedding for q in queries]
+            if track:
+                tracks.setdefault(key, TrackLog(len(queries))).add(
+                    i, t, dets["boxes"], dets["embeddings"], np.reshape(sims, (len(queries), -1))
+                )
             for q, s in zip(queries, sims):
                 q.top.add(key, i, t, dets, s)
                 j = int(s.argmax()) if len(s) else None
@@ -99,7 +109,7 @@ def search_pass(session, gallery, queries, cached, *, batch, topk=10, index=None
             if key not in index.units:
                 index.reuse(key, stored)
         index.close()
-    return Run(len(current), frames, detections, partial, time.perf_counter() - start)
+    return Run(len(current), frames, detections, partial, time.perf_counter() - start, tracks)
 
 
 def _end(index, unit, valid):

@@ -70,6 +70,7 @@ import numpy as np
 from seqnet_runtime.appearances import DEFAULT_GAP, Appearance, group_appearances, to_json
 from seqnet_runtime.boxes import average_precision, pairwise_iou
 from seqnet_runtime.index import load_index
+from seqnet_runtime.tracks import TrackLog
 
 
 class ScoreError(Exception):
@@ -194,22 +195,19 @@ def true_appearances(truth_frames, pid, frames, fps, gap=DEFAULT_GAP, min_visibl
 
 
 def predicted_appearances(unit, query, threshold, fps, gap=DEFAULT_GAP):
-    """A query's appearances (``seqnet_runtime.appearances``, JSON form) from the index: each
-    processed frame's most similar detection and its box, as ``seqnet-run`` groups them."""
+    """A query's appearances (``seqnet_runtime.appearances``, JSON form) from the index, as
+    ``seqnet-run`` finds them: the video's detections tracked, the query's tracks taken
+    (``seqnet_runtime.tracks``), their records grouped in time."""
     frames, counts = unit["frames"], unit["counts"]
     times = unit.get("times")
     if times is None:
         times = np.asarray(frames, np.float64) / fps
-    sims = unit["embeddings"].astype(np.float64) @ np.asarray(query, np.float64)
-    starts = np.r_[0, np.cumsum(counts)[:-1]].astype(int)
-    records = []
-    for f, t, n, lo in zip(frames, times, counts, starts):
-        if not n:
-            records.append((int(f), float(t), None, None))
-            continue
-        j = lo + int(np.argmax(sims[lo : lo + n]))
-        records.append((int(f), float(t), float(sims[j]), unit["boxes"][j].tolist()))
-    return to_json(group_appearances(records, threshold, gap=gap))
+    sims = unit["embeddings"] @ np.asarray(query, np.float32)
+    log = TrackLog(1)
+    ends = np.cumsum(counts)
+    for f, t, lo, hi in zip(frames, times, ends - counts, ends):
+        log.add(f, t, unit["boxes"][lo:hi], unit["embeddings"][lo:hi], sims[lo:hi])
+    return to_json(group_appearances(log.records(0, threshold), threshold, gap=gap))
 
 
 def _person_box(truth_frames, pid, frame):

@@ -394,8 +394,12 @@ def test_seqnet_run_report(browser, ws, tmp_path):
     assert result.exit_code == 0, result.output
     check = check_page(out / "index.html", browser=browser)
     _assert_sound(check)
-    # the timeline, and per query (two) its crop and per hit (three) its crop and frame
-    assert check.images == 1 + 2 * (1 + 3 * 2)
+    # the timeline, and per query its crop, per hit (three) its crop and frame, and per
+    # appearance shown its crop, frame and strip
+    queries = json.loads((out / "matches.json").read_text())["queries"]
+    seen = [a for q in queries for a in q["appearances"] if "thumb" in a]
+    assert len(queries) == 2 and all(len(q["hits"]) == 3 for q in queries) and seen
+    assert check.images == 1 + 2 * (1 + 3 * 2) + sum(2 + len(a["strip"]) for a in seen)
     assert check.screenshot == out / "index.screenshot.png"
     (out / "thumbs" / "q1_002.jpg").unlink()  # the same page with one frame gone
     broken = check_page(out / "index.html", screenshot=False, browser=browser)
