@@ -4,8 +4,12 @@ a local Ray (``--ray auto``, ``--workers N``). Frames per second are frames over
 the model's loading included (it is part of what a user waits for); Ray's start-up (Ray and
 its workers' models) is also given apart.
 
-    python benchmarks/archive_throughput.py --model PACKAGE --query Q.jpg V1.mp4 V2.mp4 ...
+    python benchmarks/archive_throughput.py --model PACKAGE [--query Q.jpg V1.mp4 V2.mp4 ...]
         [--segment 5] [--workers 1] [--batch 4] [--no-video] [--json OUT]
+
+Without videos, it writes its own archive: three synthetic videos (``seqnet synth --format
+video``, seeds 1-3, the demo's identities) of 150, 150 and 300 frames, the first video's
+first query crop as the query.
 """
 
 import argparse
@@ -22,6 +26,9 @@ from machine import cpu_name
 from seqnet_runtime.archive import search_archive
 from seqnet_runtime.cpu import cpu_features
 from seqnet_runtime.run import run
+from seqnet_train.cli import main as seqnet
+
+SYNTHETIC = ((1, 150), (2, 150), (3, 300))  # (seed, frames): the archive when none is given
 
 
 def timed(func, *args, **kwargs):
@@ -30,21 +37,37 @@ def timed(func, *args, **kwargs):
     return result, time.perf_counter() - start
 
 
+def synthetic_archive(folder):
+    """The videos of SYNTHETIC written into ``folder`` and the query: ([videos], [crop])."""
+    videos = []
+    for seed, frames in SYNTHETIC:
+        out = folder / f"seed{seed}"
+        seqnet(["synth", "--format", "video", "--out", str(out), f"--seed={seed}",
+                f"--frames={frames}", "--train-ids=80", "--test-ids=30"])  # fmt: skip
+        videos.append(str(out / "video.mp4"))
+    return videos, [str(sorted((folder / "seed1" / "queries").glob("*.jpg"))[0])]
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("videos", nargs="+")
+    parser.add_argument("videos", nargs="*")
     parser.add_argument("--model", required=True, help="model package")
-    parser.add_argument("--query", action="append", required=True, help="query crop(s)")
+    parser.add_argument("--query", action="append", help="query crop(s) (with videos)")
     parser.add_argument("--segment", type=float, default=5.0, help="seconds per segment")
     parser.add_argument("--workers", type=int, default=1, help="Ray workers")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--no-video", action="store_true", help="no annotated.mp4")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
+    if bool(args.videos) != bool(args.query):
+        parser.error("give videos and --query together, or neither (a synthetic archive)")
     common = {"model": Path(args.model), "backend": "onnxruntime", "batch": args.batch,
               "annotate": not args.no_video}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        given = list(args.videos)
+        if not args.videos:
+            args.videos, args.query = synthetic_archive(tmp / "archive")
         sequential, frames = 0.0, 0
         for n, path in enumerate(args.videos):
             result, seconds = timed(run, path, args.query, out=tmp / f"one{n}", **common)
@@ -65,7 +88,7 @@ def main(argv=None):
             "cores": os.cpu_count(),
             "python": sys.version.split()[0],
         },
-        "videos": len(args.videos),
+        "videos": given or [f"synthetic: seed {s}, {n} frames" for s, n in SYNTHETIC],
         "frames": frames,
         "segment_s": args.segment,
         "ray_workers": args.workers,

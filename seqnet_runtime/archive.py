@@ -19,6 +19,8 @@ import io
 import json
 import logging
 import math
+import queue
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,9 +200,11 @@ class InProcess:
 
     def __init__(self, session, batch):
         self.session, self.batch = session, batch
+        self.segments = {"here": 0, "workers": 0}  # detected by this process / by workers
 
     def map(self, segments):
         for segment in segments:
+            self.segments["here"] += 1
             yield detect_segment(self.session, segment, self.batch)
 
     def close(self):
@@ -225,43 +229,87 @@ class SegmentWorker:
 
 class RayPool:
     """Segments spread over Ray actors (``--ray auto`` starts or joins a local Ray; an address
-    joins that cluster). A worker that dies is restarted and its segment run again."""
+    joins that cluster). A worker that dies is restarted and its segment run again. While Ray
+    and its actors start (seconds: processes, imports, a model each), this process detects
+    segments with its own ``session``, so that the start-up costs little throughput."""
 
     name = "ray"
 
-    def __init__(self, address, workers, model, backend, options, batch):
+    def __init__(self, address, workers, model, backend, options, session, batch):
         try:
             import ray
         except ImportError:
             raise SeqNetError("--ray needs Ray: pip install 'seqnet[cluster]'") from None
+        self.ray, self.address, self.workers = ray, address, workers
+        self.model, self.backend, self.options = model, backend, options
+        self.session, self.batch = session, batch
+        self.actors, self.startup_s = [], 0.0
+        self.segments = {"here": 0, "workers": 0}  # detected by this process / by the actors
+
+    def _start(self):
+        """Ray, and the actors with their models loaded."""
         start = time.perf_counter()
-        ray.init(address=None if address == "auto" else address, include_dashboard=False,
-                 log_to_driver=False, ignore_reinit_error=True)  # fmt: skip
-        gpu = options.get("device") == "cuda"
-        actor = ray.remote(num_cpus=0 if gpu else 1, num_gpus=1 if gpu else 0, max_restarts=-1,
-                           max_task_retries=-1)(SegmentWorker)  # fmt: skip
-        self.ray = ray
-        self.actors = [actor.remote(model, backend, options, batch) for _ in range(workers)]
-        ray.get([a.ready.remote() for a in self.actors])  # the models are loaded
+        self.ray.init(address=None if self.address == "auto" else self.address,
+                      include_dashboard=False, log_to_driver=False,
+                      ignore_reinit_error=True)  # fmt: skip
+        gpu = self.options.get("device") == "cuda"
+        actor = self.ray.remote(num_cpus=0 if gpu else 1, num_gpus=1 if gpu else 0,
+                                max_restarts=-1, max_task_retries=-1)(SegmentWorker)  # fmt: skip
+        self.actors = [
+            actor.remote(self.model, self.backend, self.options, self.batch)
+            for _ in range(self.workers)
+        ]
+        self.ray.get([a.ready.remote() for a in self.actors])
         self.startup_s = time.perf_counter() - start
-        log.info("Ray: %d workers on %s (%.1f s to start them)", workers,
-                 ray.get_runtime_context().gcs_address, self.startup_s)  # fmt: skip
+        log.info("Ray: %d workers on %s (%.1f s to start them)", self.workers,
+                 self.ray.get_runtime_context().gcs_address, self.startup_s)  # fmt: skip
 
     def map(self, segments):
-        """Results as segments complete. Each actor holds two segments (one running, one
-        queued), so it never waits while the driver writes an input's outputs."""
-        todo, running = iter(segments), {}
+        """Results as segments complete: first those this process detected while Ray started,
+        then the actors'. Each actor holds two segments (one running, one queued), so it never
+        waits while the driver writes an input's outputs."""
+        todo, lock, started = iter(segments), threading.Lock(), threading.Event()
+        local = queue.Queue()  # (result or None, exception or None)
+
+        def take():
+            with lock:
+                return next(todo, None)
+
+        def detect_until_started():
+            try:
+                while not started.is_set() and (segment := take()) is not None:
+                    local.put((detect_segment(self.session, segment, self.batch), None))
+            except BaseException as e:  # raised in the driver's thread below
+                local.put((None, e))
+
+        meanwhile = threading.Thread(target=detect_until_started, daemon=True)
+        meanwhile.start()
+        try:
+            self._start()
+        finally:
+            started.set()
+        running = {}
 
         def submit(actor):
-            segment = next(todo, None)
+            segment = take()
             if segment is not None:
                 running[actor.detect.remote(segment)] = actor
 
         for actor in self.actors * 2:
             submit(actor)
+        meanwhile.join()  # its segment under way, while the actors work
+        while not local.empty():
+            result, error = local.get()
+            if error is not None:
+                raise error
+            self.segments["here"] += 1
+            yield result
+        if self.segments["here"]:
+            log.info("while Ray started, this process detected %d segments", self.segments["here"])
         while running:
             (done,), _ = self.ray.wait(list(running), num_returns=1)
             submit(running.pop(done))
+            self.segments["workers"] += 1
             yield self.ray.get(done)
 
     def close(self):
@@ -372,7 +420,9 @@ def search_archive(inputs, query_paths, *, list_file=None, box=None, model=None,
     options = {"device": device, "precision": precision}
     options |= {} if graphs == "standard" else {"graphs": graphs}
     workers_ = (
-        RayPool(ray, workers, model, backend, options, batch) if ray else InProcess(session, batch)
+        RayPool(ray, workers, model, backend, options, session, batch)
+        if ray
+        else InProcess(session, batch)
     )
     try:
         detect(items, workers_, root, write_input)
@@ -386,7 +436,7 @@ def search_archive(inputs, query_paths, *, list_file=None, box=None, model=None,
     report = archive_report.write(out, settings, items, reports, skipped, queries, topk)
     fs.write_json(out / "run.json", {
         "mode": workers_.name, "workers": workers, "frames": frames, "seconds": round(seconds, 2),
-        "startup_s": round(workers_.startup_s, 2),
+        "startup_s": round(workers_.startup_s, 2), "segments": workers_.segments,
     })  # fmt: skip
     log.info("%d inputs, %d frames in %.1f s (%.2f frames/s, %s); %d skipped; wrote %s",
              len(reports), frames, seconds, frames / max(seconds, 1e-9), workers_.name,

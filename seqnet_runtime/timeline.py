@@ -1,16 +1,18 @@
 """``timeline.png``: each query's best similarity per processed frame over time."""
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only: no display needed (and none on a server)
-import matplotlib.pyplot as plt  # noqa: E402
-
-from seqnet_runtime.draw import query_colour  # noqa: E402
+from seqnet_runtime.draw import query_colour
 
 
 def plot(path, series, threshold, xlabel, spans=None):
     """``series``: ``[(query name, xs, best similarities (None: nobody detected))]``;
     ``spans``: per series the ``(start, end)`` of its appearances, shaded in its colour."""
+    # imported here: matplotlib takes seconds to import, and what imports this module (a Ray
+    # segment worker, ``seqnet-run --help``) mostly never plots
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display needed (and none on a server)
+    import matplotlib.pyplot as plt
+
     fig, ax = plt.subplots(figsize=(10, 3.2), dpi=100)
     for n, (name, xs, ys) in enumerate(series):
         colour = [c / 255 for c in query_colour(n)]

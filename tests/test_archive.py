@@ -170,24 +170,36 @@ def test_resume_after_the_driver_is_killed(archive, tmp_path, after):
 
 @pytest.mark.slow
 def test_ray_workers_give_the_same_outputs_even_when_one_is_killed(archive, tmp_path):
+    """A local Ray (2 CPUs, 2 workers); the driver detects segments itself while Ray starts,
+    so the archive is long enough (1,200 frames) for the workers to get many; one of them is
+    killed once they work."""
     pytest.importorskip("ray", reason="Ray is not installed (pip install '.[cluster]')")
-    inputs = [archive / "cameras" / f"{n}.mp4" for n in ("cam2", "cam1")]
+    long = tmp_path / "long"
+    seqnet(["synth", "--format", "video", "--out", str(long), "--seed", "4", "--frames", "1200",
+            "--size", "96", "128", "--queries", "2"])  # fmt: skip
+    inputs = [archive / "cameras" / "cam2.mp4", long / "video.mp4"]
     run(archive, tmp_path / "local", *inputs, extra=["--segment", "1"])
     out = tmp_path / "ray"
     args = arguments(archive, out, *inputs, extra=["--segment", "1", "--ray", "--workers", "2"])
     env = dict(os.environ, PYTHONPATH=str(ROOT), RAY_ADDRESS="")
     code = "import sys; from seqnet_runtime.cli import main; main(sys.argv[1:])"
-    driver = subprocess.Popen([sys.executable, "-c", code, *args], env=env, cwd=ROOT)
-    killed = None
-    deadline = time.monotonic() + 300
-    while driver.poll() is None and time.monotonic() < deadline:
-        if killed is None and _segments(out):
-            found = subprocess.run(["pgrep", "-f", "SegmentWorker"], capture_output=True, text=True)
-            pids = [int(p) for p in found.stdout.split()]
-            if pids:
-                killed = pids[0]
-                os.kill(killed, signal.SIGKILL)
-        time.sleep(0.05)
-    assert driver.wait(timeout=60) == 0
+    log = tmp_path / "driver.log"
+    with log.open("w") as stderr:
+        driver = subprocess.Popen([sys.executable, "-c", code, *args], env=env, cwd=ROOT,
+                                  stderr=stderr)  # fmt: skip
+        killed = None
+        deadline = time.monotonic() + 600
+        while driver.poll() is None and time.monotonic() < deadline:
+            if killed is None and "Ray: 2 workers" in log.read_text():  # the actors work
+                found = subprocess.run(["pgrep", "-f", "SegmentWorker"], capture_output=True,
+                                       text=True)  # fmt: skip
+                pids = [int(p) for p in found.stdout.split()]
+                if pids:
+                    killed = pids[0]
+                    os.kill(killed, signal.SIGKILL)
+            time.sleep(0.05)
+        assert driver.wait(timeout=60) == 0, log.read_text()[-2000:]
     assert killed is not None, "no Ray worker was seen to kill"
     assert outputs(out) == outputs(tmp_path / "local")
+    done = json.loads((out / "run.json").read_text())["segments"]
+    assert done["workers"] > 0 and done["here"] + done["workers"] == len(_segments(out))
