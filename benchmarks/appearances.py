@@ -11,17 +11,13 @@ from each frame's best match alone, as before tracks, for comparison.
 
 import argparse
 import json
-import os
-import sys
 import tempfile
 from pathlib import Path
 
 import machine
 import numpy as np
-from machine import cpu_name
 
 from seqnet_runtime.appearances import group_appearances, to_json
-from seqnet_runtime.cpu import cpu_features
 from seqnet_runtime.run import run
 from seqnet_runtime.video_score import load_run, score_appearances
 from seqnet_train.cli import main as seqnet
@@ -87,12 +83,7 @@ def main(argv=None):
                 per_query[q["name"]] = {"tracks": mine, "best_match_per_frame": other}
             videos.append({"seed": seed, "frames": len(unit["frames"]), "queries": per_query})
     report = {
-        "machine": {
-            "cpu": cpu_name(),
-            "features": cpu_features(),
-            "cores": os.cpu_count(),
-            "python": sys.version.split()[0],
-        },  # fmt: skip
+        "machine": machine.describe(),
         "model": str(args.model),
         "threshold": args.threshold,
         "gap_s": args.gap,

@@ -14,17 +14,13 @@ first query crop as the query.
 
 import argparse
 import json
-import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import machine
-from machine import cpu_name
 
 from seqnet_runtime.archive import search_archive
-from seqnet_runtime.cpu import cpu_features
 from seqnet_runtime.run import run
 from seqnet_train.cli import main as seqnet
 
@@ -82,12 +78,7 @@ def main(argv=None):
         ).read_text()
     fps = {"sequential": frames / sequential, "in_process": frames / local, "ray": frames / on_ray}
     report = {
-        "machine": {
-            "cpu": cpu_name(),
-            "features": cpu_features(),
-            "cores": os.cpu_count(),
-            "python": sys.version.split()[0],
-        },
+        "machine": machine.describe(),
         "videos": given or [f"synthetic: seed {s}, {n} frames" for s, n in SYNTHETIC],
         "frames": frames,
         "segment_s": args.segment,

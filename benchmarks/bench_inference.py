@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from machine import cpu_name
+from machine import describe
 from torch.utils.flop_counter import FlopCounterMode
 
 from seqnet_train.config import load_cfg
@@ -175,7 +175,7 @@ def main():
     peak = max(peaks.values())
     results = {
         "machine": {
-            "cpu": cpu_name(),
+            **describe(),
             "threads": args.threads,
             "torch": torch.__version__,
             "matmul_peak_gflops": peaks,

@@ -44,7 +44,7 @@ from seqnet_train.modeling.inference import optimize_for_inference
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_inference import matmul_peak, smooth_image  # noqa: E402
-from machine import cpu_name  # noqa: E402
+from machine import cpu_name, describe  # noqa: E402
 
 SHARED = Path(os.environ.get("SEQNET_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 MATCH_PX = 1.0  # a detection is "the same" when a box of the other side lies within 1 px
@@ -468,7 +468,7 @@ def main(argv=None, prog=None):
         convert[size] = round((time.perf_counter() - t) / len(frames), 5)
     results = {
         "machine": {
-            "cpu": cpu_name(),
+            **describe(),
             "threads": args.threads,
             "device": str(device),
             "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None,

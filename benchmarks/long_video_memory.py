@@ -19,10 +19,8 @@ from pathlib import Path
 
 import machine
 import torch
-from machine import cpu_name
 
 from seqnet_export.run import write_graphs
-from seqnet_runtime.cpu import cpu_features
 from seqnet_train.cli import main as seqnet
 from seqnet_train.config import load_cfg
 from seqnet_train.modeling import build_model
@@ -96,7 +94,7 @@ def main(argv=None):
             print(f"{frames} frames: {json.dumps(results[frames])}", file=sys.stderr)
     lengths = sorted(results)
     report = {
-        "machine": {"cpu": cpu_name(), "features": cpu_features(), "python": sys.version[:6]},
+        "machine": machine.describe(),
         "model": args.model,
         "frame_size": args.size,
         "runs": results,

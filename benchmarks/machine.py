@@ -1,7 +1,11 @@
 """What a benchmark ran on, named alike in every benchmark's JSON."""
 
+import os
 import platform
+import sys
 from pathlib import Path
+
+from seqnet_runtime.cpu import cpu_features
 
 
 def cpu_name():
@@ -13,6 +17,32 @@ def cpu_name():
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+# the SIMD flags that decide these networks' speed on a CPU (machines here differ in them)
+SIMD = (
+    "avx2",
+    "fma",
+    "avx_vnni",
+    "avx512f",
+    "avx512_vnni",
+    "avx512_bf16",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
+)
+
+
+def describe():
+    """The machine as every benchmark's JSON names it: CPU model, its SIMD flags and the
+    reduced-precision units among them, cores, Python."""
+    return {
+        "cpu": cpu_name(),
+        "flags": list(cpu_features(names=SIMD)),
+        "features": list(cpu_features()),
+        "cores": os.cpu_count(),
+        "python": sys.version.split()[0],
+    }
 
 
 def report(result, path=None):

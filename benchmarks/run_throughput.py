@@ -12,14 +12,12 @@ the model's loading (measured apart, on the backend's own session).
 """
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import machine
 import numpy as np
-from machine import cpu_name
 
 from seqnet_runtime import load, video
 from seqnet_runtime.run import run
@@ -58,7 +56,7 @@ def main(argv=None):
         wall = time.perf_counter() - t
     end_to_end = result.frames / (wall - load_s)
     report = {
-        "machine": {"cpu": cpu_name(), "python": sys.version[:6]},
+        "machine": machine.describe(),
         "backend": args.backend,
         "batch": args.batch,
         "frames": len(frames),

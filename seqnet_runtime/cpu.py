@@ -7,8 +7,9 @@ from pathlib import Path
 FEATURES = ("amx_bf16", "amx_int8", "amx_tile", "avx512_vnni", "avx512_bf16", "avx512f")
 
 
-def cpu_features(cpuinfo="/proc/cpuinfo"):
-    """The FEATURES this CPU has, in FEATURES' order; () where /proc/cpuinfo is unreadable."""
+def cpu_features(cpuinfo="/proc/cpuinfo", names=FEATURES):
+    """The flags among ``names`` (FEATURES by default) this CPU has, in their order; () where
+    /proc/cpuinfo is unreadable."""
     try:
         text = Path(cpuinfo).read_text()
     except OSError:
@@ -17,4 +18,4 @@ def cpu_features(cpuinfo="/proc/cpuinfo"):
     for line in text.splitlines():
         if line.startswith("flags"):
             flags.update(line.partition(":")[2].split())
-    return tuple(f for f in FEATURES if f in flags)
+    return tuple(f for f in names if f in flags)

@@ -176,6 +176,7 @@ def test_cpu_features(tmp_path):
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_vnni amx_tile amx_bf16\n")
     assert cpu_features(info) == ("amx_bf16", "amx_tile", "avx512_vnni", "avx512f")
+    assert cpu_features(info, names=("avx2", "avx512f", "fpu")) == ("avx512f", "fpu")
     assert cpu_features(tmp_path / "none") == ()
 
 
