@@ -1,11 +1,14 @@
 """An archive's throughput three ways in one run, on the same videos, printed as JSON: each
 video through ``seqnet-run`` one after the other; the archive in this process; the archive on
-a local Ray (``--ray auto``, ``--workers N``). Frames per second are frames over wall time,
-the model's loading included (it is part of what a user waits for); Ray's start-up (Ray and
-its workers' models) is also given apart.
+Ray (``--ray auto``: a local Ray that the run starts, ``--workers N``; or, with
+``--ray-address``, a Ray already running, as a cluster is: ``ray start --head`` once, then
+every search joins it). Frames per second are frames over wall time, the model's loading
+included (it is part of what a user waits for); Ray's start-up (Ray, unless joined, and its
+workers' models) is also given apart.
 
     python benchmarks/archive_throughput.py --model PACKAGE [--query Q.jpg V1.mp4 V2.mp4 ...]
-        [--segment 5] [--workers 1] [--batch 4] [--no-video] [--json OUT]
+        [--segment 5] [--workers 1] [--ray-address auto|HOST:PORT] [--batch 4] [--no-video]
+        [--json OUT]
 
 Without videos, it writes its own archive: three synthetic videos (``seqnet synth --format
 video``, seeds 1-3, the demo's identities) of 150, 150 and 300 frames, the first video's
@@ -51,6 +54,8 @@ def main(argv=None):
     parser.add_argument("--query", action="append", help="query crop(s) (with videos)")
     parser.add_argument("--segment", type=float, default=5.0, help="seconds per segment")
     parser.add_argument("--workers", type=int, default=1, help="Ray workers")
+    parser.add_argument("--ray-address", default="auto",
+                        help="a running Ray to join (default: the run starts one)")  # fmt: skip
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--no-video", action="store_true", help="no annotated.mp4")
     parser.add_argument("--json", help="also write the results here")
@@ -70,8 +75,8 @@ def main(argv=None):
             sequential, frames = sequential + seconds, frames + result.frames
         archive = {"segment": args.segment, **common}
         _, local = timed(search_archive, args.videos, args.query, out=tmp / "local", **archive)
-        _, on_ray = timed(search_archive, args.videos, args.query, out=tmp / "ray", ray="auto",
-                          workers=args.workers, **archive)  # fmt: skip
+        _, on_ray = timed(search_archive, args.videos, args.query, out=tmp / "ray",
+                          ray=args.ray_address, workers=args.workers, **archive)  # fmt: skip
         ray_run = json.loads((tmp / "ray" / "run.json").read_text())
         same = (tmp / "local" / "matches.json").read_text() == (
             tmp / "ray" / "matches.json"
@@ -83,6 +88,7 @@ def main(argv=None):
         "frames": frames,
         "segment_s": args.segment,
         "ray_workers": args.workers,
+        "ray_address": args.ray_address,
         "fps": {k: round(v, 2) for k, v in fps.items()},
         "in_process_vs_sequential": round(fps["in_process"] / fps["sequential"], 3),
         "ray_vs_in_process": round(fps["ray"] / fps["in_process"], 3),

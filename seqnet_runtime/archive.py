@@ -249,9 +249,16 @@ class RayPool:
     def _start(self):
         """Ray, and the actors with their models loaded."""
         start = time.perf_counter()
-        self.ray.init(address=None if self.address == "auto" else self.address,
-                      include_dashboard=False, log_to_driver=False,
-                      ignore_reinit_error=True)  # fmt: skip
+        try:
+            self.ray.init(address=None if self.address == "auto" else self.address,
+                          include_dashboard=False, log_to_driver=False,
+                          ignore_reinit_error=True)  # fmt: skip
+        except (ConnectionError, self.ray.exceptions.AuthenticationError) as e:
+            raise SeqNetError(
+                f"cannot join Ray at {self.address}: {str(e).splitlines()[0]} (a cluster "
+                "started with token authentication needs RAY_AUTH_MODE=token and its token, "
+                "~/.ray/auth_token or RAY_AUTH_TOKEN, here)"
+            ) from None
         gpu = self.options.get("device") == "cuda"
         actor = self.ray.remote(num_cpus=0 if gpu else 1, num_gpus=1 if gpu else 0,
                                 max_restarts=-1, max_task_retries=-1)(SegmentWorker)  # fmt: skip
@@ -286,8 +293,11 @@ class RayPool:
         meanwhile.start()
         try:
             self._start()
-        finally:
+        except BaseException:
             started.set()
+            meanwhile.join()  # its segment done: no thread is left inside the model at exit
+            raise
+        started.set()
         running = {}
 
         def submit(actor):

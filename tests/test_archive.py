@@ -203,3 +203,22 @@ def test_ray_workers_give_the_same_outputs_even_when_one_is_killed(archive, tmp_
     assert outputs(out) == outputs(tmp_path / "local")
     done = json.loads((out / "run.json").read_text())["segments"]
     assert done["workers"] > 0 and done["here"] + done["workers"] == len(_segments(out))
+
+
+def test_a_ray_that_cannot_be_joined_is_one_line(archive, tmp_path, monkeypatch):
+    """A cluster that refuses the driver (down, or token authentication without the token):
+    one line that says how to join, not Ray's traceback."""
+    ray = pytest.importorskip("ray")
+
+    def refuse(address=None, **_):
+        raise ConnectionError(f"Failed to connect to Ray cluster at {address}\n(Ray's details)")
+
+    monkeypatch.setattr(ray, "init", refuse)
+    argv = arguments(
+        archive, tmp_path / "out", archive / "cameras", extra=["--ray", "10.9.8.7:6379"]
+    )
+    result = CliRunner().invoke(seqnet_run, argv)
+    assert result.exit_code == 1
+    line = result.output.strip().splitlines()[-1]  # after the progress bar's last state
+    assert "seqnet-run: error: cannot join Ray at 10.9.8.7:6379: Failed" in line, line
+    assert "RAY_AUTH_MODE=token" in line and "details" not in line, line
