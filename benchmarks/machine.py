@@ -19,27 +19,18 @@ def cpu_name():
     return platform.processor() or platform.machine()
 
 
-# the SIMD flags that decide these networks' speed on a CPU (machines here differ in them)
-SIMD = (
-    "avx2",
-    "fma",
-    "avx_vnni",
-    "avx512f",
-    "avx512_vnni",
-    "avx512_bf16",
-    "amx_tile",
-    "amx_int8",
-    "amx_bf16",
-)
+# the SIMD flags that decide these networks' speed on a CPU (machines here differ in them);
+# the reduced-precision units (AVX-512 VNNI/BF16, AMX) are among them
+SIMD = ("avx2", "fma", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile",
+        "amx_int8", "amx_bf16")  # fmt: skip
 
 
 def describe():
-    """The machine as every benchmark's JSON names it: CPU model, its SIMD flags and the
-    reduced-precision units among them, cores, Python."""
+    """The machine as every benchmark's JSON names it: CPU model, its SIMD flags, cores,
+    Python."""
     return {
         "cpu": cpu_name(),
         "flags": list(cpu_features(names=SIMD)),
-        "features": list(cpu_features()),
         "cores": os.cpu_count(),
         "python": sys.version.split()[0],
     }
