@@ -243,12 +243,13 @@ class RayPool:
         self.ray, self.address, self.workers = ray, address, workers
         self.model, self.backend, self.options = model, backend, options
         self.session, self.batch = session, batch
-        self.actors, self.startup_s = [], 0.0
+        self.actors, self.startup_s, self.owns_ray = [], 0.0, False
         self.segments = {"here": 0, "workers": 0}  # detected by this process / by the actors
 
     def _start(self):
         """Ray, and the actors with their models loaded."""
         start = time.perf_counter()
+        self.owns_ray = not self.ray.is_initialized()
         try:
             self.ray.init(address=None if self.address == "auto" else self.address,
                           include_dashboard=False, log_to_driver=False,
@@ -325,6 +326,8 @@ class RayPool:
     def close(self):
         for actor in self.actors:
             self.ray.kill(actor)
+        if self.owns_ray:
+            self.ray.shutdown()
 
 
 def detect(inputs, workers, root, on_input):

@@ -222,3 +222,30 @@ def test_a_ray_that_cannot_be_joined_is_one_line(archive, tmp_path, monkeypatch)
     line = result.output.strip().splitlines()[-1]  # after the progress bar's last state
     assert "seqnet-run: error: cannot join Ray at 10.9.8.7:6379: Failed" in line, line
     assert "RAY_AUTH_MODE=token" in line and "details" not in line, line
+
+
+@pytest.mark.slow
+def test_a_ray_the_search_started_is_stopped_with_it(archive, tmp_path, monkeypatch):
+    """``search_archive(ray="auto")`` leaves no Ray behind that it started (repeated searches
+    in one process each start their own), and stops none that its caller started."""
+    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install '.[cluster]')")
+    monkeypatch.setenv("RAY_ADDRESS", "")
+    inputs = [archive / "cameras" / "cam2.mp4"]
+    queries = sorted((archive / "cam1" / "queries").glob("*.jpg"))
+    search = {"model": archive / "pkg", "batch": 2, "annotate": False, "ray": "auto"}
+    assert not ray.is_initialized()
+    archive_module.search_archive(inputs, queries, out=tmp_path / "started", **search)
+    assert not ray.is_initialized()
+    ray.init(num_cpus=2, include_dashboard=False)
+    try:
+        archive_module.search_archive(inputs, queries, out=tmp_path / "joined", **search)
+        assert ray.is_initialized()
+    finally:
+        ray.shutdown()
+    started, joined = (
+        json.loads((tmp_path / d / "run.json").read_text()) for d in ("started", "joined")
+    )
+    assert started["mode"] == joined["mode"] == "ray"
+    assert (tmp_path / "started" / "matches.json").read_text() == (
+        tmp_path / "joined" / "matches.json"
+    ).read_text()
