@@ -261,6 +261,7 @@ class RayPool:
                 "~/.ray/auth_token or RAY_AUTH_TOKEN, here)"
             ) from None
         gpu = self.options.get("device") == "cuda"
+        self._check_room("GPU" if gpu else "CPU")
         actor = self.ray.remote(num_cpus=0 if gpu else 1, num_gpus=1 if gpu else 0,
                                 max_restarts=-1, max_task_retries=-1)(SegmentWorker)  # fmt: skip
         self.actors = [
@@ -271,6 +272,17 @@ class RayPool:
         self.startup_s = time.perf_counter() - start
         log.info("Ray: %d workers on %s (%.1f s to start them)", self.workers,
                  self.ray.get_runtime_context().gcs_address, self.startup_s)  # fmt: skip
+
+    def _check_room(self, unit):
+        """Each actor takes one CPU (one GPU with --device cuda): actors that the cluster can
+        never place would be waited for forever, so ask for no more than it has."""
+        has = int(self.ray.cluster_resources().get(unit, 0))
+        if has < self.workers:
+            fix = f"ask for at most {has}, or join" if has else "join"
+            raise SeqNetError(
+                f"--workers {self.workers} needs {self.workers} {unit}s and Ray has {has}: "
+                f"{fix} a larger cluster (--ray ADDRESS)"
+            )
 
     def map(self, segments):
         """Results as segments complete: first those this process detected while Ray started,

@@ -249,3 +249,22 @@ def test_a_ray_the_search_started_is_stopped_with_it(archive, tmp_path, monkeypa
     assert (tmp_path / "started" / "matches.json").read_text() == (
         tmp_path / "joined" / "matches.json"
     ).read_text()
+
+
+def test_more_workers_than_ray_has_cpus_is_one_line_not_a_wait(archive, tmp_path, monkeypatch):
+    """Actors that Ray can never place (each takes a CPU; a local Ray has this machine's
+    cores) were waited for forever: the search now says so in one line and stops its Ray."""
+    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install '.[cluster]')")
+    monkeypatch.setenv("RAY_ADDRESS", "")
+    workers = os.cpu_count() + 1
+    argv = arguments(archive, tmp_path / "out", archive / "cameras" / "cam2.mp4",
+                     extra=["--ray", "auto", "--workers", str(workers)])  # fmt: skip
+    result = CliRunner().invoke(seqnet_run, argv)
+    assert result.exit_code == 1, result.output
+    line = result.output.strip().splitlines()[-1]  # after the progress bar's last state
+    assert line.endswith(
+        f"seqnet-run: error: --workers {workers} needs {workers} CPUs and Ray has "
+        f"{os.cpu_count()}: ask for at most {os.cpu_count()}, or join a larger cluster "
+        "(--ray ADDRESS)"
+    ), line
+    assert not ray.is_initialized()
