@@ -4,7 +4,8 @@ Ray (``--ray auto``: a local Ray that the run starts, ``--workers N``; or, with
 ``--ray-address``, a Ray already running, as a cluster is: ``ray start --head`` once, then
 every search joins it). Frames per second are frames over wall time, the model's loading
 included (it is part of what a user waits for); Ray's start-up (Ray, unless joined, and its
-workers' models) is also given apart.
+workers' models) is also given apart, and each run's busy and idle CPU-seconds of the whole
+machine (on Linux): whether a slower run worked more or waited.
 
 The three run one after another ``--repeats`` times, and the ratios are the medians of each
 round's: on a shared 2-core machine the same in-process run took 81 to 91 s within twenty
@@ -37,9 +38,11 @@ RATIOS = {"in_process_vs_sequential": 0.95, "ray_vs_in_process": 0.9}  # the iss
 
 
 def timed(func, *args, **kwargs):
-    start = time.perf_counter()
+    """``(result, wall seconds, [busy, idle] CPU-seconds of the machine or None)``."""
+    start, cpu = time.perf_counter(), machine.cpu_seconds()
     result = func(*args, **kwargs)
-    return result, time.perf_counter() - start
+    seconds, end = time.perf_counter() - start, machine.cpu_seconds()
+    return result, seconds, cpu and [b - a for a, b in zip(cpu, end)]
 
 
 def synthetic_archive(folder):
@@ -55,14 +58,19 @@ def synthetic_archive(folder):
 
 def one_round(args, common, tmp):
     """One video after another, the archive in-process, the archive on Ray: frames/s each."""
-    sequential, frames = 0.0, 0
+    sequential, frames, cpu = 0.0, 0, {"sequential": [0.0, 0.0]}
     for n, path in enumerate(args.videos):
-        result, seconds = timed(run, path, args.query, out=tmp / f"one{n}", **common)
+        result, seconds, used = timed(run, path, args.query, out=tmp / f"one{n}", **common)
         sequential, frames = sequential + seconds, frames + result.frames
+        cpu["sequential"] = used and [a + b for a, b in zip(cpu["sequential"], used)]
     archive = {"segment": args.segment, **common}
-    _, local = timed(search_archive, args.videos, args.query, out=tmp / "local", **archive)
-    _, on_ray = timed(search_archive, args.videos, args.query, out=tmp / "ray",
-                      ray=args.ray_address, workers=args.workers, **archive)  # fmt: skip
+    _, local, cpu["in_process"] = timed(
+        search_archive, args.videos, args.query, out=tmp / "local", **archive
+    )
+    _, on_ray, cpu["ray"] = timed(
+        search_archive, args.videos, args.query, out=tmp / "ray", ray=args.ray_address,
+        workers=args.workers, **archive,
+    )  # fmt: skip
     same = (tmp / "local" / "matches.json").read_text() == (
         tmp / "ray" / "matches.json"
     ).read_text()
@@ -73,6 +81,9 @@ def one_round(args, common, tmp):
         "in_process_vs_sequential": round(fps["in_process"] / fps["sequential"], 3),
         "ray_vs_in_process": round(fps["ray"] / fps["in_process"], 3),
         "ray_startup_s": json.loads((tmp / "ray" / "run.json").read_text())["startup_s"],
+        "cpu_s": {
+            k: v and {"busy": round(v[0], 1), "idle": round(v[1], 1)} for k, v in cpu.items()
+        },
         "same_matches": same,
     }
 

@@ -36,6 +36,18 @@ def describe():
     }
 
 
+def cpu_seconds():
+    """``(busy, idle)``: CPU-seconds of all cores since boot (Linux's /proc/stat; None
+    elsewhere). Their change over a run tells work (busy) from waiting (idle)."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
+    except OSError:
+        return None
+    seconds = [int(f) / os.sysconf("SC_CLK_TCK") for f in fields]  # user ... iowait ... steal
+    idle = seconds[3] + seconds[4]
+    return sum(seconds) - idle, idle
+
+
 def report(result, path=None):
     """Print ``result`` as JSON; also write it to ``path`` when given (a benchmark's --json)."""
     import json
