@@ -43,7 +43,8 @@ def cpu_seconds():
         fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
     except OSError:
         return None
-    seconds = [int(f) / os.sysconf("SC_CLK_TCK") for f in fields]  # user ... iowait ... steal
+    tick = os.sysconf("SC_CLK_TCK")
+    seconds = [int(f) / tick for f in fields]  # user ... iowait ... steal
     idle = seconds[3] + seconds[4]
     return sum(seconds) - idle, idle
 

@@ -260,9 +260,9 @@ class RayPool:
                 "started with token authentication needs RAY_AUTH_MODE=token and its token, "
                 "~/.ray/auth_token or RAY_AUTH_TOKEN, here)"
             ) from None
-        gpu = self.options.get("device") == "cuda"
-        self._check_room("GPU" if gpu else "CPU")
-        actor = self.ray.remote(num_cpus=0 if gpu else 1, num_gpus=1 if gpu else 0,
+        unit = "GPU" if self.options.get("device") == "cuda" else "CPU"  # each actor takes one
+        self._check_room(unit)
+        actor = self.ray.remote(num_cpus=int(unit == "CPU"), num_gpus=int(unit == "GPU"),
                                 max_restarts=-1, max_task_retries=-1)(SegmentWorker)  # fmt: skip
         self.actors = [
             actor.remote(self.model, self.backend, self.options, self.batch)
@@ -274,8 +274,8 @@ class RayPool:
                  self.ray.get_runtime_context().gcs_address, self.startup_s)  # fmt: skip
 
     def _check_room(self, unit):
-        """Each actor takes one CPU (one GPU with --device cuda): actors that the cluster can
-        never place would be waited for forever, so ask for no more than it has."""
+        """Actors (one ``unit`` each) that the cluster can never place would be waited for
+        forever: ask for no more than it has."""
         has = int(self.ray.cluster_resources().get(unit, 0))
         if has < self.workers:
             fix = f"ask for at most {has}, or join" if has else "join"
