@@ -1,6 +1,7 @@
 """An archive's throughput three ways in one run, on the same videos, printed as JSON: each
 video through ``seqnet-run`` one after the other; the archive in this process; the archive on
-Ray (``--ray auto``: a local Ray that the run starts, ``--workers N``; or, with
+Ray (``--ray auto``: a local Ray that the run starts, ``--workers N``, by default one per CPU,
+each detecting on its one core; or, with
 ``--ray-address``, a Ray already running, as a cluster is: ``ray start --head`` once, then
 every search joins it). Frames per second are frames over wall time, the model's loading
 included (it is part of what a user waits for); Ray's start-up (Ray, unless joined, and its
@@ -12,7 +13,7 @@ round's: on a shared 2-core machine the same in-process run took 81 to 91 s with
 minutes (docs/benchmarks.md), so one round's ratio is as much the machine as the code.
 
     python benchmarks/archive_throughput.py --model PACKAGE [--query Q.jpg V1.mp4 V2.mp4 ...]
-        [--segment 5] [--workers 1] [--ray-address auto|HOST:PORT] [--batch 4] [--no-video]
+        [--segment 5] [--workers N] [--ray-address auto|HOST:PORT] [--batch 4] [--no-video]
         [--repeats 3] [--json OUT]
 
 Without videos, it writes its own archive: three synthetic videos (``seqnet synth --format
@@ -74,13 +75,16 @@ def one_round(args, common, tmp):
     same = (tmp / "local" / "matches.json").read_text() == (
         tmp / "ray" / "matches.json"
     ).read_text()
+    on_ray_run = json.loads((tmp / "ray" / "run.json").read_text())
     fps = {"sequential": frames / sequential, "in_process": frames / local, "ray": frames / on_ray}
     return {
         "frames": frames,
         "fps": {k: round(v, 2) for k, v in fps.items()},
         "in_process_vs_sequential": round(fps["in_process"] / fps["sequential"], 3),
         "ray_vs_in_process": round(fps["ray"] / fps["in_process"], 3),
-        "ray_startup_s": json.loads((tmp / "ray" / "run.json").read_text())["startup_s"],
+        "ray_startup_s": on_ray_run["startup_s"],
+        "ray_workers": on_ray_run["workers"],
+        "ray_worker_threads": on_ray_run["threads"],
         "cpu_s": {
             k: v and {"busy": round(v[0], 1), "idle": round(v[1], 1)} for k, v in cpu.items()
         },
@@ -94,7 +98,8 @@ def main(argv=None):
     parser.add_argument("--model", required=True, help="model package")
     parser.add_argument("--query", action="append", help="query crop(s) (with videos)")
     parser.add_argument("--segment", type=float, default=5.0, help="seconds per segment")
-    parser.add_argument("--workers", type=int, default=1, help="Ray workers")
+    parser.add_argument("--workers", type=int,
+                        help="Ray workers (default: one per CPU that Ray has free)")  # fmt: skip
     parser.add_argument("--ray-address", default="auto",
                         help="a running Ray to join (default: the run starts one)")  # fmt: skip
     parser.add_argument("--batch", type=int, default=4)
@@ -119,7 +124,6 @@ def main(argv=None):
         "videos": given or [f"synthetic: seed {s}, {n} frames" for s, n in SYNTHETIC],
         "frames": rounds[0]["frames"],
         "segment_s": args.segment,
-        "ray_workers": args.workers,
         "ray_address": args.ray_address,
         "rounds": rounds,
         **{k: statistics.median(r[k] for r in rounds) for k in RATIOS},

@@ -196,7 +196,7 @@ class InProcess:
     """Segments detected one after another by this process's session."""
 
     name = "in-process"
-    startup_s = 0.0
+    startup_s, workers, threads = 0.0, 1, None  # threads None: the runner's choice
 
     def __init__(self, session, batch):
         self.session, self.batch = session, batch
@@ -215,13 +215,20 @@ class SegmentWorker:
     """A Ray actor: one session, loaded once, detecting segment after segment."""
 
     def __init__(self, model, backend, options, batch):
+        import ray
+
         from seqnet_runtime.backend import load
 
-        self.session = load(model, backend, **options)
+        # as many threads as the CPUs Ray gave this actor: left to itself ONNX Runtime takes
+        # every core of the node, for each actor there (Ray's OMP_NUM_THREADS is not read)
+        cpus = int(ray.get_runtime_context().get_assigned_resources().get("CPU", 0))
+        self.threads = cpus or None
+        self.session = load(model, backend, **options, threads=self.threads)
         self.batch = batch
 
     def ready(self):
-        return True
+        """The threads this worker detects with (None: the runner's choice, on a GPU)."""
+        return self.threads
 
     def detect(self, segment):
         return detect_segment(self.session, segment, self.batch)
@@ -229,7 +236,8 @@ class SegmentWorker:
 
 class RayPool:
     """Segments spread over Ray actors (``--ray auto`` starts or joins a local Ray; an address
-    joins that cluster). A worker that dies is restarted and its segment run again. While Ray
+    joins that cluster); ``workers`` None: one per CPU that Ray has free (a GPU each with
+    ``device="cuda"``). A worker that dies is restarted and its segment run again. While Ray
     and its actors start (seconds: processes, imports, a model each), this process detects
     segments with its own ``session``, so that the start-up costs little throughput."""
 
@@ -243,7 +251,7 @@ class RayPool:
         self.ray, self.address, self.workers = ray, address, workers
         self.model, self.backend, self.options = model, backend, options
         self.session, self.batch = session, batch
-        self.actors, self.startup_s, self.owns_ray = [], 0.0, False
+        self.actors, self.startup_s, self.owns_ray, self.threads = [], 0.0, False, None
         self.segments = {"here": 0, "workers": 0}  # detected by this process / by the actors
 
     def _start(self):
@@ -261,6 +269,8 @@ class RayPool:
                 "~/.ray/auth_token or RAY_AUTH_TOKEN, here)"
             ) from None
         unit = "GPU" if self.options.get("device") == "cuda" else "CPU"  # each actor takes one
+        if self.workers is None:
+            self.workers = max(1, int(self.ray.available_resources().get(unit, 0)))
         self._check_room(unit)
         actor = self.ray.remote(num_cpus=int(unit == "CPU"), num_gpus=int(unit == "GPU"),
                                 max_restarts=-1, max_task_retries=-1)(SegmentWorker)  # fmt: skip
@@ -268,10 +278,11 @@ class RayPool:
             actor.remote(self.model, self.backend, self.options, self.batch)
             for _ in range(self.workers)
         ]
-        self.ray.get([a.ready.remote() for a in self.actors])
+        self.threads = self.ray.get([a.ready.remote() for a in self.actors])[0]
         self.startup_s = time.perf_counter() - start
-        log.info("Ray: %d workers on %s (%.1f s to start them)", self.workers,
-                 self.ray.get_runtime_context().gcs_address, self.startup_s)  # fmt: skip
+        log.info("Ray: %d workers on %s, %s thread(s) each (%.1f s to start them)",
+                 self.workers, self.ray.get_runtime_context().gcs_address,
+                 self.threads or "the runner's", self.startup_s)  # fmt: skip
 
     def _check_room(self, unit):
         """Actors (one ``unit`` each) that the cluster can never place would be waited for
@@ -397,12 +408,12 @@ def is_archive(inputs, list_file=None, segment=None, ray=None):
 def search_archive(inputs, query_paths, *, list_file=None, box=None, model=None, backend="auto",
                    device="cpu", precision=None, graphs="standard", every=1, batch=None,
                    threshold=0.5, gap=2.0, topk=10, out="run_output", annotate=True,
-                   segment=None, ray=None, workers=1):  # fmt: skip
+                   segment=None, ray=None, workers=None):  # fmt: skip
     """``seqnet-run`` over an archive. Returns the archive report (matches.json's contents)."""
     check_options(every=every, batch=batch, threshold=threshold, gap=gap, topk=topk)
     if segment is not None and segment <= 0:
         raise SeqNetError(f"--segment is in seconds, more than 0, got {segment}")
-    if workers < 1:
+    if workers is not None and workers < 1:
         raise SeqNetError(f"--workers must be 1 or more, got {workers}")
     out = Path(out)
     if out.exists() and (
@@ -460,8 +471,9 @@ def search_archive(inputs, query_paths, *, list_file=None, box=None, model=None,
     seconds = time.perf_counter() - start
     report = archive_report.write(out, settings, items, reports, skipped, queries, topk)
     fs.write_json(out / "run.json", {
-        "mode": workers_.name, "workers": workers, "frames": frames, "seconds": round(seconds, 2),
-        "startup_s": round(workers_.startup_s, 2), "segments": workers_.segments,
+        "mode": workers_.name, "workers": workers_.workers, "threads": workers_.threads,
+        "frames": frames, "seconds": round(seconds, 2), "startup_s": round(workers_.startup_s, 2),
+        "segments": workers_.segments,
     })  # fmt: skip
     log.info("%d inputs, %d frames in %.1f s (%.2f frames/s, %s); %d skipped; wrote %s",
              len(reports), frames, seconds, frames / max(seconds, 1e-9), workers_.name,

@@ -96,7 +96,8 @@ from seqnet_runtime.errors import SeqNetError
     metavar="[auto|ADDRESS]",
     help="detect on a Ray cluster: auto starts or joins a local one ('seqnet[cluster]')",
 )
-@click.option("--workers", default=1, show_default=True, type=int, help="Ray workers (--ray)")
+@click.option("--workers", type=int, help="Ray workers, a CPU each, a GPU with --device cuda "
+              "(--ray; default: one per CPU or GPU that Ray has free)")  # fmt: skip
 def main(inputs, list_file, queries, box, model, backend, device, precision, graphs, every, batch,
          threshold, gap, topk, out, no_video, segment, ray, workers):  # fmt: skip
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")

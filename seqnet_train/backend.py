@@ -125,11 +125,14 @@ class ModelSession(Session):
 class TorchSession(ModelSession):
     """A checkpoint on PyTorch, with its config: ``cfg`` (a CfgNode or a YAML file), else the
     one the checkpoint carries; ``device`` and ``precision`` override the config's. ``ckpt``
-    may be a model package: then the checkpoint it was exported from, with its config."""
+    may be a model package: then the checkpoint it was exported from, with its config.
+    ``threads``: PyTorch's intra-op threads, for the whole process (a Ray worker's CPUs)."""
 
-    def __init__(self, ckpt, cfg=None, opts=(), device=None, precision=None):
+    def __init__(self, ckpt, cfg=None, opts=(), device=None, precision=None, threads=None):
         if device and device.startswith("cuda") and not torch.cuda.is_available():
             raise SeqNetError(f"--device {device}: PyTorch sees no CUDA GPU here")
+        if threads:
+            torch.set_num_threads(int(threads))
         opts = list(opts)
         opts += ["DEVICE", device] if device else []
         opts += ["INFERENCE.PRECISION", precision] if precision else []

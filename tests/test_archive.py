@@ -227,7 +227,8 @@ def test_a_ray_that_cannot_be_joined_is_one_line(archive, tmp_path, monkeypatch)
 @pytest.mark.slow
 def test_a_ray_the_search_started_is_stopped_with_it(archive, tmp_path, monkeypatch):
     """``search_archive(ray="auto")`` leaves no Ray behind that it started (repeated searches
-    in one process each start their own), and stops none that its caller started."""
+    in one process each start their own), and stops none that its caller started. By default
+    it starts a worker per CPU that Ray has, each detecting with one thread."""
     ray = pytest.importorskip("ray", reason="Ray is not installed (pip install '.[cluster]')")
     monkeypatch.setenv("RAY_ADDRESS", "")
     inputs = [archive / "cameras" / "cam2.mp4"]
@@ -246,6 +247,8 @@ def test_a_ray_the_search_started_is_stopped_with_it(archive, tmp_path, monkeypa
         json.loads((tmp_path / d / "run.json").read_text()) for d in ("started", "joined")
     )
     assert started["mode"] == joined["mode"] == "ray"
+    assert (started["workers"], joined["workers"]) == (os.cpu_count(), 2)
+    assert started["threads"] == joined["threads"] == 1
     assert (tmp_path / "started" / "matches.json").read_text() == (
         tmp_path / "joined" / "matches.json"
     ).read_text()

@@ -301,3 +301,16 @@ def test_outputs_get_the_umasks_permissions(ws, tmp_path, mask):
     for path in paths:
         want = (0o777 if path.is_dir() else 0o666) & ~mask
         assert stat.S_IMODE(path.stat().st_mode) == want, path
+
+
+def test_a_torch_session_takes_the_threads_a_ray_worker_gives_it(ws):
+    """A Ray worker opens its session with the CPUs Ray gave it (``threads``), whatever the
+    backend: on PyTorch they are the process's intra-op threads."""
+    from seqnet_runtime.backend import load
+
+    before = torch.get_num_threads()
+    try:
+        session = load(ws / "model.pth", "torch", threads=before + 1)
+        assert torch.get_num_threads() == before + 1 and session.batch_size >= 1
+    finally:
+        torch.set_num_threads(before)
