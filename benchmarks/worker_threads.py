@@ -1,0 +1,96 @@
+"""Frames per second of W processes detecting at once with T threads each, on one video: what
+a Ray worker of T CPUs does beside the others on its machine (the per-worker figure behind the
+archive's extrapolation to N machines), and what giving each more threads than its CPUs costs.
+Printed as JSON.
+
+    python benchmarks/worker_threads.py --model PACKAGE [VIDEO] [--layouts 1x1,1x2,2x1,2x2]
+        [--frames 100] [--batch 4] [--json OUT]
+
+A layout WxT: W processes, each with a session of T ONNX Runtime threads, detect the video's
+first ``--frames`` frames (as an archive segment: decoding included) after a warm-up, all
+starting together; each process's frames/s, and their sum. Without a video, a synthetic one
+(``seqnet synth --format video --seed 1``, the archive benchmark's first).
+"""
+
+import argparse
+import multiprocessing
+import tempfile
+import time
+from pathlib import Path
+
+import machine
+
+from seqnet_runtime.archive import Segment, detect_segment
+from seqnet_runtime.backend import load
+from seqnet_train.cli import main as seqnet
+
+
+def worker(model, video, threads, frames, batch, start, results):
+    session = load(model, "onnxruntime", threads=threads)
+    detect_segment(session, Segment(video, "warm-up", 0, batch, 1, batch), batch)
+    start.wait()  # every process loaded and warm: they detect at the same time
+    began = time.perf_counter()
+    _, _, done, error = detect_segment(
+        session, Segment(video, "timed", 0, frames, 1, frames), batch
+    )
+    if error:
+        raise SystemExit(error)
+    results.put(done / (time.perf_counter() - began))
+
+
+def run_layout(model, video, workers, threads, frames, batch):
+    """Each of ``workers`` processes' frames/s, detecting at once with ``threads`` each."""
+    context = multiprocessing.get_context("spawn")
+    start, results = context.Barrier(workers), context.Queue()
+    processes = [
+        context.Process(target=worker, args=(model, video, threads, frames, batch, start, results))
+        for _ in range(workers)
+    ]
+    for p in processes:
+        p.start()
+    fps = sorted(results.get() for _ in processes)
+    for p in processes:
+        p.join()
+        if p.exitcode:
+            raise SystemExit(f"a {workers}x{threads} worker failed (exit code {p.exitcode})")
+    return fps
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("video", nargs="?")
+    parser.add_argument("--model", required=True, help="model package")
+    parser.add_argument("--layouts", default="1x1,1x2,2x1,2x2",
+                        help="WORKERSxTHREADS, comma-separated")  # fmt: skip
+    parser.add_argument("--frames", type=int, default=100, help="frames each process detects")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args(argv)
+    try:
+        layouts = [tuple(int(n) for n in x.split("x")) for x in args.layouts.split(",")]
+    except ValueError:
+        parser.error(f"--layouts: WORKERSxTHREADS, comma-separated, got {args.layouts!r}")
+    if not layouts or any(len(x) != 2 or min(x) < 1 for x in layouts):
+        parser.error(f"--layouts: WORKERSxTHREADS, each 1 or more, got {args.layouts!r}")
+    with tempfile.TemporaryDirectory() as tmp:
+        video = args.video
+        if video is None:
+            length = f"--frames={args.frames + args.batch}"
+            seqnet(["synth", "--format", "video", "--out", f"{tmp}/v", "--seed=1", length,
+                    "--train-ids=80", "--test-ids=30"])  # fmt: skip
+            video = str(Path(tmp) / "v" / "video.mp4")
+        rows = []
+        for workers, threads in layouts:
+            fps = run_layout(args.model, video, workers, threads, args.frames, args.batch)
+            each = [round(f, 2) for f in fps]
+            rows.append({"workers": workers, "threads": threads, "fps_each": each,
+                         "fps_total": round(sum(fps), 2)})  # fmt: skip
+    machine.report(
+        {"machine": machine.describe(), "video": args.video or "synthetic: seed 1",
+         "frames": args.frames, "batch": args.batch, "layouts": rows},
+        args.json,
+    )  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
