@@ -271,3 +271,23 @@ def test_more_workers_than_ray_has_cpus_is_one_line_not_a_wait(archive, tmp_path
         "(--ray ADDRESS)"
     ), line
     assert not ray.is_initialized()
+
+
+def test_worker_threads_benchmark_times_every_process_of_each_layout(archive, tmp_path, capsys):
+    """``benchmarks/worker_threads.py`` (the per-worker figure of the archive's docs): each
+    layout's processes report their frames/s; a malformed layout is one line."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import worker_threads
+
+    with pytest.raises(SystemExit) as e:
+        worker_threads.main(["--model", "x", "--layouts", "2y1"])
+    assert e.value.code == 2 and "WORKERSxTHREADS" in capsys.readouterr().err
+    out = tmp_path / "layouts.json"
+    worker_threads.main([str(archive / "cameras" / "cam2.mp4"), "--model", str(archive / "pkg"),
+                         "--layouts", "1x1,2x1", "--frames", "8", "--batch", "2",
+                         "--json", str(out)])  # fmt: skip
+    rows = json.loads(out.read_text())["layouts"]
+    layouts = [(r["workers"], r["threads"], len(r["fps_each"])) for r in rows]
+    assert layouts == [(1, 1, 1), (2, 1, 2)]
+    assert all(fps > 0 for r in rows for fps in r["fps_each"])
+    assert rows[1]["fps_total"] == pytest.approx(sum(rows[1]["fps_each"]), abs=0.02)
