@@ -215,20 +215,13 @@ class SegmentWorker:
     """A Ray actor: one session, loaded once, detecting segment after segment."""
 
     def __init__(self, model, backend, options, batch):
-        import ray
-
         from seqnet_runtime.backend import load
 
-        # as many threads as the CPUs Ray gave this actor: left to itself ONNX Runtime takes
-        # every core of the node, for each actor there (Ray's OMP_NUM_THREADS is not read)
-        cpus = int(ray.get_runtime_context().get_assigned_resources().get("CPU", 0))
-        self.threads = cpus or None
-        self.session = load(model, backend, **options, threads=self.threads)
+        self.session = load(model, backend, **options)
         self.batch = batch
 
     def ready(self):
-        """The threads this worker detects with (None: the runner's choice, on a GPU)."""
-        return self.threads
+        return True
 
     def detect(self, segment):
         return detect_segment(self.session, segment, self.batch)
@@ -272,13 +265,17 @@ class RayPool:
         if self.workers is None:
             self.workers = max(1, int(self.ray.available_resources().get(unit, 0)))
         self._check_room(unit)
-        actor = self.ray.remote(num_cpus=int(unit == "CPU"), num_gpus=int(unit == "GPU"),
-                                max_restarts=-1, max_task_retries=-1)(SegmentWorker)  # fmt: skip
+        cpus = int(unit == "CPU")
+        # no more threads than the actor's CPUs: left to itself ONNX Runtime takes every core
+        # of the node, for each actor there (it does not read Ray's OMP_NUM_THREADS)
+        self.threads = cpus or None
+        actor = self.ray.remote(num_cpus=cpus, num_gpus=1 - cpus, max_restarts=-1,
+                                max_task_retries=-1)(SegmentWorker)  # fmt: skip
+        options = {**self.options, "threads": self.threads}
         self.actors = [
-            actor.remote(self.model, self.backend, self.options, self.batch)
-            for _ in range(self.workers)
+            actor.remote(self.model, self.backend, options, self.batch) for _ in range(self.workers)
         ]
-        self.threads = self.ray.get([a.ready.remote() for a in self.actors])[0]
+        self.ray.get([a.ready.remote() for a in self.actors])
         self.startup_s = time.perf_counter() - start
         log.info("Ray: %d workers on %s, %s thread(s) each (%.1f s to start them)",
                  self.workers, self.ray.get_runtime_context().gcs_address,
