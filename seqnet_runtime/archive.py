@@ -285,11 +285,16 @@ class RayPool:
         """Actors (one ``unit`` each) that the cluster can never place would be waited for
         forever: ask for no more than it has."""
         has = int(self.ray.cluster_resources().get(unit, 0))
+        if not has:
+            device = " (--device cuda)" if unit == "GPU" else ""
+            raise SeqNetError(
+                f"a Ray worker takes a {unit}{device} and Ray has none: join a cluster with "
+                f"{unit}s (--ray ADDRESS)"
+            )
         if has < self.workers:
-            fix = f"ask for at most {has}, or join" if has else "join"
             raise SeqNetError(
                 f"--workers {self.workers} needs {self.workers} {unit}s and Ray has {has}: "
-                f"{fix} a larger cluster (--ray ADDRESS)"
+                f"ask for at most {has}, or join a larger cluster (--ray ADDRESS)"
             )
 
     def map(self, segments):

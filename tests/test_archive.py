@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 from seqnet_runtime import archive as archive_module
 from seqnet_runtime.cli import main as seqnet_run
+from seqnet_runtime.errors import SeqNetError
 from seqnet_train.cli import main as seqnet
 from tests.tiny import tiny_model
 
@@ -271,6 +272,26 @@ def test_more_workers_than_ray_has_cpus_is_one_line_not_a_wait(archive, tmp_path
         "(--ray ADDRESS)"
     ), line
     assert not ray.is_initialized()
+
+
+def test_a_ray_without_gpus_for_cuda_workers_is_one_line(archive, monkeypatch):
+    """``--device cuda`` on a Ray that has no GPU: by default (no ``--workers``) one worker was
+    asked for and the error spoke of "--workers 1 needs 1 GPUs"; it now says what is missing."""
+    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install '.[cluster]')")
+    monkeypatch.setenv("RAY_ADDRESS", "")
+    ray.init(num_cpus=1, num_gpus=0, include_dashboard=False)
+    try:
+        pool = archive_module.RayPool("auto", None, archive / "pkg", "onnxruntime",
+                                      {"device": "cuda"}, None, 2)  # fmt: skip
+        with pytest.raises(SeqNetError) as e:
+            pool._start()
+        assert pool.actors == []
+    finally:
+        ray.shutdown()
+    assert str(e.value) == (
+        "a Ray worker takes a GPU (--device cuda) and Ray has none: join a cluster with GPUs "
+        "(--ray ADDRESS)"
+    )
 
 
 def test_worker_threads_benchmark_times_every_process_of_each_layout(archive, tmp_path, capsys):
