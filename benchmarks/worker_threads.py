@@ -26,16 +26,22 @@ from seqnet_train.cli import main as seqnet
 
 
 def worker(model, video, threads, frames, batch, start, results):
-    session = load(model, "onnxruntime", threads=threads)
-    detect_segment(session, Segment(video, "warm-up", 0, batch, 1, batch), batch)
-    start.wait()  # every process loaded and warm: they detect at the same time
-    began = time.perf_counter()
-    _, _, done, error = detect_segment(
-        session, Segment(video, "timed", 0, frames, 1, frames), batch
-    )
-    if error:
-        raise SystemExit(error)
-    results.put(done / (time.perf_counter() - began))
+    """Puts ``(frames/s, None)``, or ``(None, what went wrong)``: a process that died without a
+    word would leave the others at the barrier and the parent at its queue for ever."""
+    try:
+        session = load(model, "onnxruntime", threads=threads)
+        detect_segment(session, Segment(video, "warm-up", 0, batch, 1, batch), batch)
+        start.wait()  # every process loaded and warm: they detect at the same time
+        began = time.perf_counter()
+        _, _, done, error = detect_segment(
+            session, Segment(video, "timed", 0, frames, 1, frames), batch
+        )
+        if error:
+            raise RuntimeError(error)
+        results.put((done / (time.perf_counter() - began), None))
+    except Exception as e:
+        start.abort()  # the others waiting at the barrier stop too
+        results.put((None, f"{type(e).__name__}: {e}"))
 
 
 def run_layout(model, video, workers, threads, frames, batch):
@@ -48,12 +54,14 @@ def run_layout(model, video, workers, threads, frames, batch):
     ]
     for p in processes:
         p.start()
-    fps = sorted(results.get() for _ in processes)
+    outcomes = [results.get() for _ in processes]
     for p in processes:
         p.join()
-        if p.exitcode:
-            raise SystemExit(f"a {workers}x{threads} worker failed (exit code {p.exitcode})")
-    return fps
+    # the cause first: the others only report the barrier it broke
+    errors = sorted((e for _, e in outcomes if e), key=lambda e: "BrokenBarrierError" in e)
+    if errors:
+        raise SystemExit(f"a {workers}x{threads} worker failed: {errors[0]}")
+    return sorted(f for f, _ in outcomes)
 
 
 def main(argv=None):

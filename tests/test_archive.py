@@ -296,7 +296,8 @@ def test_a_ray_without_gpus_for_cuda_workers_is_one_line(archive, monkeypatch):
 
 def test_worker_threads_benchmark_times_every_process_of_each_layout(archive, tmp_path, capsys):
     """``benchmarks/worker_threads.py`` (the per-worker figure of the archive's docs): each
-    layout's processes report their frames/s; a malformed layout is one line."""
+    layout's processes report their frames/s; a malformed layout is one line, and so is a
+    process that fails (it left the others and the parent waiting for ever)."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import worker_threads
 
@@ -312,3 +313,7 @@ def test_worker_threads_benchmark_times_every_process_of_each_layout(archive, tm
     assert layouts == [(1, 1, 1), (2, 1, 2)]
     assert all(fps > 0 for r in rows for fps in r["fps_each"])
     assert rows[1]["fps_total"] == pytest.approx(sum(rows[1]["fps_each"]), abs=0.02)
+    with pytest.raises(SystemExit) as e:  # one process failing stops them all, in one line
+        worker_threads.main([str(tmp_path / "gone.mp4"), "--model", str(archive / "pkg"),
+                             "--layouts", "2x1", "--frames", "8"])  # fmt: skip
+    assert str(e.value).startswith("a 2x1 worker failed: RuntimeError: cannot read"), e.value
