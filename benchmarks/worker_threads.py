@@ -14,6 +14,7 @@ starting together; each process's frames/s, and their sum. Without a video, a sy
 
 import argparse
 import multiprocessing
+import queue
 import tempfile
 import time
 from pathlib import Path
@@ -54,7 +55,16 @@ def run_layout(model, video, workers, threads, frames, batch):
     ]
     for p in processes:
         p.start()
-    outcomes = [results.get() for _ in processes]
+    outcomes = []
+    while len(outcomes) < workers:
+        try:
+            outcomes.append(results.get(timeout=1))
+        except queue.Empty:  # one killed (out of memory, a crash in a library) never reports
+            if killed := [p.exitcode for p in processes if p.exitcode]:
+                for p in processes:
+                    p.kill()
+                died = f"a {workers}x{threads} worker died (exit code {killed[0]})"
+                raise SystemExit(died) from None
     for p in processes:
         p.join()
     # the cause first: the others only report the barrier it broke

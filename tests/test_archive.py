@@ -5,11 +5,13 @@ of them killed mid-segment. CI runs one ``--every`` and one kill moment; the slo
 ``--every 3`` and a kill after 3 segments."""
 
 import json
+import multiprocessing
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import types
 from pathlib import Path
@@ -336,3 +338,23 @@ def test_worker_threads_benchmark_times_every_process_of_each_layout(archive, tm
         worker_threads.main([str(tmp_path / "gone.mp4"), "--model", str(archive / "pkg"),
                              "--layouts", "2x1", "--frames", "8"])  # fmt: skip
     assert str(e.value).startswith("a 2x1 worker failed: RuntimeError: cannot read"), e.value
+
+    said = []  # a process killed from outside cannot report: it is seen dead, not waited for
+
+    def layout():
+        with pytest.raises(SystemExit) as e:
+            worker_threads.main([str(archive / "cameras" / "cam2.mp4"), "--frames", "8",
+                                 "--model", str(archive / "pkg"), "--layouts", "2x1"])  # fmt: skip
+        said.append(str(e.value))
+
+    runner = threading.Thread(target=layout, daemon=True)
+    runner.start()
+    try:
+        while not (children := multiprocessing.active_children()) and runner.is_alive():
+            time.sleep(0.01)
+        os.kill(children[0].pid, signal.SIGKILL)
+        runner.join(timeout=120)
+    finally:  # were they left waiting, this process would wait for them at its exit
+        for child in multiprocessing.active_children():
+            child.kill()
+    assert said == [f"a 2x1 worker died (exit code {-signal.SIGKILL})"]
