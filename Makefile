@@ -27,9 +27,12 @@ $(DEV_STAMP): $(STAMP)
 venv: $(DEV_STAMP)
 
 # Two pytest workers (pytest-xdist), a test file each at a time: 20% less wall time on 2 cores,
-# where one process leaves a core idle in every import, subprocess and Python-bound step
+# where one process leaves a core idle in every import, subprocess and Python-bound step. A test
+# still running after 10 minutes (the slowest takes 2.5 here) has hung: pytest-timeout fails it
+# with its stack and the run goes on, instead of waiting for CI's limit (its thread method would
+# end the worker, and xdist would run the file's hung test again in each replacement)
 test: $(DEV_STAMP)
-	$(BIN)/python -m pytest -q -m "not slow" -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -m "not slow" -n 2 --dist loadfile --timeout 600
 
 test-slow: $(DEV_STAMP)
 	$(BIN)/python -m pytest -q -m slow  # exit 5 (no slow test selected) fails too
