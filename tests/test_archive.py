@@ -278,9 +278,9 @@ def test_more_workers_than_ray_has_cpus_is_one_line_not_a_wait(archive, tmp_path
 
 
 class RayWithoutGpus:
-    """A running Ray of 2 CPUs and no GPU, standing in for one: a second real Ray started and
-    stopped in this process (after the test above's) is a known way to hang Ray's client, and
-    what is tested is our check before any actor. Starting one fails the test."""
+    """A running Ray of 2 CPUs and no GPU, standing in for one: Ray has hung after a second
+    ``ray.init`` in one process (the test above starts one here), and what is tested is our
+    check before any actor. Starting one fails the test."""
 
     exceptions = types.SimpleNamespace(AuthenticationError=ConnectionError)
 
