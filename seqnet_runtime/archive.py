@@ -246,10 +246,14 @@ class RayPool:
         self.session, self.batch = session, batch
         self.actors, self.startup_s, self.owns_ray, self.threads = [], 0.0, False, None
         self.segments = {"here": 0, "workers": 0}  # detected by this process / by the actors
+        self.unit = "GPU" if options.get("device") == "cuda" else "CPU"  # each actor takes one
 
-    def _start(self):
-        """Ray, and the actors with their models loaded."""
-        start = time.perf_counter()
+    def _init(self):
+        """Ray, started here or joined, with room for the workers; before this process decodes
+        anything. Ray starts its processes from this one with a ``preexec_fn``, and a child
+        forked so frees the other threads' objects: were one of them decoding video, PyAV's
+        frame converter (swscale) would wait for ever on worker threads that the child does
+        not have (a CI run hung so, in ``ray.init``)."""
         self.owns_ray = not self.ray.is_initialized()
         try:
             self.ray.init(address=None if self.address == "auto" else self.address,
@@ -261,11 +265,13 @@ class RayPool:
                 "started with token authentication needs RAY_AUTH_MODE=token and its token, "
                 "~/.ray/auth_token or RAY_AUTH_TOKEN, here)"
             ) from None
-        unit = "GPU" if self.options.get("device") == "cuda" else "CPU"  # each actor takes one
         if self.workers is None:
-            self.workers = max(1, int(self.ray.available_resources().get(unit, 0)))
-        self._check_room(unit)
-        cpus = int(unit == "CPU")
+            self.workers = max(1, int(self.ray.available_resources().get(self.unit, 0)))
+        self._check_room(self.unit)
+
+    def _start_actors(self):
+        """The actors, each with its model loaded."""
+        cpus = int(self.unit == "CPU")
         # no more threads than the actor's CPUs: left to itself ONNX Runtime takes every core
         # of the node, for each actor there (it does not read Ray's OMP_NUM_THREADS)
         self.threads = cpus or None
@@ -276,10 +282,6 @@ class RayPool:
             actor.remote(self.model, self.backend, options, self.batch) for _ in range(self.workers)
         ]
         self.ray.get([a.ready.remote() for a in self.actors])
-        self.startup_s = time.perf_counter() - start
-        log.info("Ray: %d workers on %s, %s thread(s) each (%.1f s to start them)",
-                 self.workers, self.ray.get_runtime_context().gcs_address,
-                 self.threads or "the runner's", self.startup_s)  # fmt: skip
 
     def _check_room(self, unit):
         """Actors (one ``unit`` each) that the cluster can never place would be waited for
@@ -315,15 +317,21 @@ class RayPool:
             except BaseException as e:  # raised in the driver's thread below
                 local.put((None, e))
 
+        began = time.perf_counter()
+        self._init()  # first: see _init
         meanwhile = threading.Thread(target=detect_until_started, daemon=True)
         meanwhile.start()
         try:
-            self._start()
+            self._start_actors()
         except BaseException:
             started.set()
             meanwhile.join()  # its segment done: no thread is left inside the model at exit
             raise
         started.set()
+        self.startup_s = time.perf_counter() - began
+        log.info("Ray: %d workers on %s, %s thread(s) each (%.1f s to start them)",
+                 self.workers, self.ray.get_runtime_context().gcs_address,
+                 self.threads or "the runner's", self.startup_s)  # fmt: skip
         running = {}
 
         def submit(actor):

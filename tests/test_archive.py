@@ -277,42 +277,61 @@ def test_more_workers_than_ray_has_cpus_is_one_line_not_a_wait(archive, tmp_path
     assert not ray.is_initialized()
 
 
-class RayWithoutGpus:
-    """A running Ray of 2 CPUs and no GPU, standing in for one: Ray has hung after a second
-    ``ray.init`` in one process (the test above starts one here), and what is tested is our
-    check before any actor. Starting one fails the test."""
+class StandInRay:
+    """A running Ray with ``resources``, standing in for one where what is tested is ours, before
+    any actor: Ray has hung after a second ``ray.init`` in one process (the test above starts
+    one here). Its ``init`` takes a moment, as Ray's does; starting an actor raises."""
 
     exceptions = types.SimpleNamespace(AuthenticationError=ConnectionError)
+
+    def __init__(self, resources, events=None):
+        self.resources, self.events = resources, [] if events is None else events
 
     def is_initialized(self):
         return True
 
     def init(self, **_):
-        pass
+        self.events.append("init")
+        time.sleep(0.5)
+        self.events.append("ready")
 
     def available_resources(self):
-        return {"CPU": 2.0}  # as Ray reports it: no "GPU" key where there is none
+        return self.resources  # as Ray reports them: no "GPU" key where there is none
 
     cluster_resources = available_resources
 
     def remote(self, **_):
-        raise AssertionError("an actor was started on a Ray without GPUs")
+        raise AssertionError("an actor was started")
 
 
 def test_a_ray_without_gpus_for_cuda_workers_is_one_line(archive, monkeypatch):
     """``--device cuda`` on a Ray that has no GPU: by default (no ``--workers``) one worker was
     asked for and the error spoke of "--workers 1 needs 1 GPUs"; it now says what is missing."""
-    monkeypatch.setitem(sys.modules, "ray", RayWithoutGpus())
+    monkeypatch.setitem(sys.modules, "ray", StandInRay({"CPU": 2.0}))
     for workers in (None, 2):
         pool = archive_module.RayPool("auto", workers, archive / "pkg", "onnxruntime",
                                       {"device": "cuda"}, None, 2)  # fmt: skip
         with pytest.raises(SeqNetError) as e:
-            pool._start()
+            pool._init()
         assert str(e.value) == (
             "a Ray worker takes a GPU (--device cuda) and Ray has none: join a cluster with "
             "GPUs (--ray ADDRESS)"
         )
         assert pool.actors == []
+
+
+def test_ray_is_started_before_this_process_decodes(monkeypatch):
+    """Ray forks its processes from the driver with a ``preexec_fn``; a child forked while
+    another thread decoded video freed that thread's PyAV objects and hung on libav's threads
+    (seen in CI). This process detects while the actors start, so only after ``ray.init``."""
+    events = []
+    monkeypatch.setitem(sys.modules, "ray", StandInRay({"CPU": 2.0}, events))
+    monkeypatch.setattr(archive_module, "detect_segment",
+                        lambda session, segment, batch: events.append("detect"))  # fmt: skip
+    pool = archive_module.RayPool("auto", 2, "pkg", "onnxruntime", {}, None, 2)
+    with pytest.raises(AssertionError, match="an actor was started"):
+        list(pool.map(["segment"] * 3))
+    assert events[:2] == ["init", "ready"], events
 
 
 def test_worker_threads_benchmark_times_every_process_of_each_layout(archive, tmp_path, capsys):
