@@ -230,9 +230,9 @@ class SegmentWorker:
 class RayPool:
     """Segments spread over Ray actors (``--ray auto`` starts or joins a local Ray; an address
     joins that cluster); ``workers`` None: one per CPU that Ray has free (a GPU each with
-    ``device="cuda"``). A worker that dies is restarted and its segment run again. While Ray
-    and its actors start (seconds: processes, imports, a model each), this process detects
-    segments with its own ``session``, so that the start-up costs little throughput."""
+    ``device="cuda"``). A worker that dies is restarted and its segment run again. While the
+    actors start (seconds: a process, imports and a model each), this process detects segments
+    with its own ``session``, so that the start-up costs little throughput."""
 
     name = "ray"
 
@@ -300,9 +300,9 @@ class RayPool:
             )
 
     def map(self, segments):
-        """Results as segments complete: first those this process detected while Ray started,
-        then the actors'. Each actor holds two segments (one running, one queued), so it never
-        waits while the driver writes an input's outputs."""
+        """Results as segments complete: first those this process detected while the actors
+        started, then the actors'. Each actor holds two segments (one running, one queued), so
+        it never waits while the driver writes an input's outputs."""
         todo, lock, started = iter(segments), threading.Lock(), threading.Event()
         local = queue.Queue()  # (result or None, exception or None)
 
@@ -349,7 +349,8 @@ class RayPool:
             self.segments["here"] += 1
             yield result
         if self.segments["here"]:
-            log.info("while Ray started, this process detected %d segments", self.segments["here"])
+            log.info("while the workers started, this process detected %d segments",
+                     self.segments["here"])  # fmt: skip
         while running:
             (done,), _ = self.ray.wait(list(running), num_returns=1)
             submit(running.pop(done))
