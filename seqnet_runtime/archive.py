@@ -267,7 +267,7 @@ class RayPool:
             ) from None
         if self.workers is None:
             self.workers = max(1, int(self.ray.available_resources().get(self.unit, 0)))
-        self._check_room(self.unit)
+        self._check_room()
 
     def _start_actors(self):
         """The actors, each with its model loaded."""
@@ -283,9 +283,10 @@ class RayPool:
         ]
         self.ray.get([a.ready.remote() for a in self.actors])
 
-    def _check_room(self, unit):
-        """Actors (one ``unit`` each) that the cluster can never place would be waited for
+    def _check_room(self):
+        """Actors (one ``self.unit`` each) that the cluster can never place would be waited for
         forever: ask for no more than it has."""
+        unit = self.unit
         has = int(self.ray.cluster_resources().get(unit, 0))
         if not has:
             device = " (--device cuda)" if unit == "GPU" else ""

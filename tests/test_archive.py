@@ -278,9 +278,9 @@ def test_more_workers_than_ray_has_cpus_is_one_line_not_a_wait(archive, tmp_path
 
 
 class StandInRay:
-    """A running Ray with ``resources``, standing in for one where what is tested is ours, before
-    any actor: Ray has hung after a second ``ray.init`` in one process (the test above starts
-    one here). Its ``init`` takes a moment, as Ray's does; starting an actor raises."""
+    """A running Ray with ``resources``, standing in for one where what is tested is ours,
+    before any actor (a real one is started by the test above). Its ``init`` takes a moment, as
+    Ray's does; starting an actor raises."""
 
     exceptions = types.SimpleNamespace(AuthenticationError=ConnectionError)
 
@@ -304,13 +304,13 @@ class StandInRay:
         raise AssertionError("an actor was started")
 
 
-def test_a_ray_without_gpus_for_cuda_workers_is_one_line(archive, monkeypatch):
+def test_a_ray_without_gpus_for_cuda_workers_is_one_line(monkeypatch):
     """``--device cuda`` on a Ray that has no GPU: by default (no ``--workers``) one worker was
     asked for and the error spoke of "--workers 1 needs 1 GPUs"; it now says what is missing."""
     monkeypatch.setitem(sys.modules, "ray", StandInRay({"CPU": 2.0}))
     for workers in (None, 2):
-        pool = archive_module.RayPool("auto", workers, archive / "pkg", "onnxruntime",
-                                      {"device": "cuda"}, None, 2)  # fmt: skip
+        pool = archive_module.RayPool("auto", workers, "pkg", "onnxruntime", {"device": "cuda"},
+                                      None, 2)  # fmt: skip
         with pytest.raises(SeqNetError) as e:
             pool._init()
         assert str(e.value) == (
