@@ -3,7 +3,8 @@
 Videos are cut into segments of ``--segment`` seconds (a whole number of batches of sampled
 frames, so that every frame is detected in the batch it would be in without segments: the
 results are those of an unsplit run). Segments are detected in this process or, with
-``--ray``, by Ray actors that each hold one session; each segment's detections are written
+``--ray``, by Ray actors that each hold one session (the last segments in pieces, put back
+together, so that no worker idles at the end); each segment's detections are written
 atomically under ``OUT/.segments/<model key>/`` as it completes, so a run started again with the
 same arguments detects only what is missing. When an input's segments are all there, its
 outputs (today's ``seqnet-run`` folder: matches, appearances, annotated video, page, index)
@@ -22,7 +23,7 @@ import math
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -227,6 +228,92 @@ class SegmentWorker:
         return detect_segment(self.session, segment, self.batch)
 
 
+MAX_PIECES = 4  # a segment is cut into at most so many pieces, at the archive's end
+
+
+def cut(segment, pieces, batch):
+    """``segment`` as at most ``pieces`` consecutive segments, each a whole number of batches of
+    sampled frames as segments are (every frame is detected in the batch it is in unsplit); the
+    last keeps the segment's end."""
+    if pieces < 2:
+        return [segment]
+    per = -(-segment.frames // pieces)
+    per = -(-per // batch) * batch * segment.every  # decoded frames of each piece but the last
+    starts = list(range(segment.start, segment.start + segment.frames * segment.every, per))
+    if len(starts) < 2:
+        return [segment]
+    out = [replace(segment, start=a, end=a + per, frames=per // segment.every) for a in starts]
+    out[-1] = replace(out[-1], end=segment.end,
+                      frames=segment.frames - sum(p.frames for p in out[:-1]))  # fmt: skip
+    return out
+
+
+class Work:
+    """An archive's segments as Ray's workers take them: whole while much is left, then cut in
+    pieces, so that at the end no worker waits while another finishes a whole segment (5 s of
+    the demo's 10 frames/s video keep one core busy 15 s; W workers left (W - 1) / 2 such
+    segments of idle cores at the end, on average). A piece's share follows guided
+    self-scheduling: what is left, spread over every worker's two places, at most
+    ``MAX_PIECES`` to a segment. ``complete`` joins a segment's pieces, in frame order, into
+    the detections of the whole segment. Thread-safe: this process takes whole segments
+    while the workers start."""
+
+    def __init__(self, segments, batch):
+        self.batch, self.lock = batch, threading.Lock()
+        self.todo = list(segments)[::-1]  # popped from the end: in order
+        self.left = sum(s.frames for s in self.todo)  # sampled frames not handed out
+        self.pending, self.parts, self.whole = [], {}, {}  # pieces to hand out; see below
+        self.cut = [0, 0]  # segments cut, pieces they made
+
+    def segment(self):
+        """The next whole segment (None when none is left)."""
+        with self.lock:
+            if self.pending or not self.todo:
+                return None
+            segment = self.todo.pop()
+            self.left -= segment.frames
+            return segment
+
+    def piece(self, places):
+        """The next piece of work for a worker (None when none is left); ``places``: how many
+        pieces the workers hold at once."""
+        with self.lock:
+            if not self.pending:
+                if not self.todo:
+                    return None
+                segment = self.todo.pop()
+                share = max(1, -(-self.left // places))
+                pieces = cut(segment, min(MAX_PIECES, -(-segment.frames // share)), self.batch)
+                if len(pieces) > 1:
+                    self.whole |= {p: segment for p in pieces}
+                    self.parts[segment] = (len(pieces), {})  # pieces, their results
+                    self.cut = [self.cut[0] + 1, self.cut[1] + len(pieces)]
+                self.pending = pieces[::-1]
+            piece = self.pending.pop()
+            self.left -= piece.frames
+            return piece
+
+    def complete(self, result):
+        """A worker's result; the whole segment's once its last piece is in (else None)."""
+        with self.lock:
+            segment = self.whole.pop(result[0], None)
+            if segment is None:
+                return result
+            count, parts = self.parts[segment]
+            parts[result[0].start] = result
+            if len(parts) < count:
+                return None
+            del self.parts[segment]
+        results = [parts[start] for start in sorted(parts)]
+        errors = [r[3] for r in results if r[3] is not None]
+        if errors:
+            return segment, None, 0, errors[0]
+        chunks = [np.load(io.BytesIO(r[1])) for r in results]
+        buffer = io.BytesIO()
+        np.savez(buffer, **{k: np.concatenate([c[k] for c in chunks]) for k in chunks[0].files})
+        return segment, buffer.getvalue(), sum(r[2] for r in results), None
+
+
 class RayPool:
     """Segments spread over Ray actors (``--ray auto`` starts or joins a local Ray; an address
     joins that cluster); ``workers`` None: one per CPU that Ray has free (a GPU each with
@@ -302,18 +389,15 @@ class RayPool:
 
     def map(self, segments):
         """Results as segments complete: first those this process detected while the actors
-        started, then the actors'. Each actor holds two segments (one running, one queued), so
-        it never waits while the driver writes an input's outputs."""
-        todo, lock, started = iter(segments), threading.Lock(), threading.Event()
+        started, then the actors'. Each actor holds two pieces of work (one running, one
+        queued), so it never waits while the driver writes an input's outputs; towards the end
+        the work is segments cut in pieces (``Work``)."""
+        work, started = Work(segments, self.batch), threading.Event()
         local = queue.Queue()  # (result or None, exception or None)
-
-        def take():
-            with lock:
-                return next(todo, None)
 
         def detect_until_started():
             try:
-                while not started.is_set() and (segment := take()) is not None:
+                while not started.is_set() and (segment := work.segment()) is not None:
                     local.put((detect_segment(self.session, segment, self.batch), None))
             except BaseException as e:  # raised in the driver's thread below
                 local.put((None, e))
@@ -336,9 +420,9 @@ class RayPool:
         running = {}
 
         def submit(actor):
-            segment = take()
-            if segment is not None:
-                running[actor.detect.remote(segment)] = actor
+            piece = work.piece(2 * len(self.actors))
+            if piece is not None:
+                running[actor.detect.remote(piece)] = actor
 
         for actor in self.actors * 2:
             submit(actor)
@@ -355,8 +439,12 @@ class RayPool:
         while running:
             (done,), _ = self.ray.wait(list(running), num_returns=1)
             submit(running.pop(done))
-            self.segments["workers"] += 1
-            yield self.ray.get(done)
+            result = work.complete(self.ray.get(done))
+            if result is not None:
+                self.segments["workers"] += 1
+                yield result
+        if work.cut:
+            log.info("the last %d segments went to the workers in %d pieces", *work.cut)
 
     def close(self):
         for actor in self.actors:

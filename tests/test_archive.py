@@ -16,6 +16,7 @@ import time
 import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -332,6 +333,107 @@ def test_ray_is_started_before_this_process_decodes(monkeypatch):
     with pytest.raises(AssertionError, match="an actor was started"):
         list(pool.map(["segment"] * 3))
     assert events[:2] == ["init", "ready"], events
+
+
+def test_a_segment_is_cut_in_pieces_of_whole_batches():
+    """The pieces of a segment cover its frames once, each starting on a batch of sampled
+    frames as segments do (so that each frame is detected in the batch it is in unsplit); the
+    last keeps the segment's end, None included (to the video's end)."""
+    for start, end, every, batch, pieces in [(0, 52, 1, 4, 2), (52, None, 1, 4, 4),
+                                             (36, 126, 3, 2, 4), (0, 10, 1, 4, 4)]:  # fmt: skip
+        frames = -(-((end or start + 41) - start) // every)
+        segment = archive_module.Segment("v.mp4", "k", start, end, every, frames)
+        parts = archive_module.cut(segment, pieces, batch)
+        assert 1 < len(parts) <= pieces
+        assert [p.start for p in parts[1:]] == [p.end for p in parts[:-1]]
+        assert parts[0].start == start and parts[-1].end == end
+        assert all((p.start - start) % (every * batch) == 0 for p in parts)
+        assert sum(p.frames for p in parts) == frames
+        assert all(p.frames * every == p.end - p.start for p in parts[:-1])
+    assert archive_module.cut(segment, 1, 2) == [segment]
+
+
+class InlineRay:
+    """Ray as ``RayPool`` uses it, each actor a plain object in this process whose calls run
+    when their results are asked for, oldest first: what is tested is how the work is spread
+    over the workers and put back together."""
+
+    exceptions = types.SimpleNamespace(AuthenticationError=ConnectionError)
+
+    def __init__(self, cpus):
+        self.cpus, self.detected = cpus, []  # the segments the actors were given
+
+    def is_initialized(self):
+        return True
+
+    def init(self, **_):
+        pass
+
+    def available_resources(self):
+        return {"CPU": float(self.cpus)}
+
+    cluster_resources = available_resources
+
+    def remote(self, **_):
+        def actor_class(cls):
+            def start(*args):
+                actor = cls(*args)
+                calls = {"ready": actor.ready, "detect": self._logged(actor.detect)}
+                return types.SimpleNamespace(**{
+                    name: types.SimpleNamespace(remote=lambda *a, f=f: lambda: f(*a))
+                    for name, f in calls.items()
+                })  # fmt: skip
+
+            return types.SimpleNamespace(remote=start)
+
+        return actor_class
+
+    def _logged(self, detect):
+        def logged(segment):
+            self.detected.append(segment)
+            return detect(segment)
+
+        return logged
+
+    def get(self, refs):
+        return [ref() for ref in refs] if isinstance(refs, list) else refs()
+
+    def wait(self, refs, num_returns):
+        return refs[:num_returns], refs[num_returns:]
+
+    def kill(self, actor):
+        pass
+
+    def get_runtime_context(self):
+        return types.SimpleNamespace(gcs_address="this process")
+
+
+def test_the_last_segments_go_to_the_workers_in_pieces_put_back_together(
+    archive, tmp_path, monkeypatch
+):
+    """Whole segments while much is left, then pieces, so that at the end no worker idles
+    while another finishes a whole segment; each segment's stored detections, and so every
+    output, are those of the in-process run."""
+    ray = InlineRay(2)
+    monkeypatch.setitem(sys.modules, "ray", ray)
+    inputs = (archive / "cameras" / "cam3.mp4", archive / "cameras" / "cam1.mp4")
+    extra = ["--segment", "2"]
+    run(archive, tmp_path / "local", *inputs, extra=extra)
+    run(archive, tmp_path / "ray", *inputs, extra=[*extra, "--ray", "--workers", "2"])
+    assert outputs(tmp_path / "ray") == outputs(tmp_path / "local")
+    whole = {p.name: p for p in _segments(tmp_path / "local")}
+    stored = {p.name: p for p in _segments(tmp_path / "ray")}
+    assert stored.keys() == whole.keys()
+    for name, path in stored.items():
+        with np.load(path) as mine, np.load(whole[name]) as theirs:
+            assert mine.files == theirs.files
+            for key in mine.files:
+                np.testing.assert_array_equal(mine[key], theirs[key], err_msg=f"{name}: {key}")
+    sizes = [s.frames for s in ray.detected]
+    assert max(sizes) == 20 and min(sizes) < 20, sizes  # 2 s of 10 frames/s: whole, then pieces
+    assert sizes.index(min(sizes)) > sizes.index(max(sizes)), sizes
+    done = json.loads((tmp_path / "ray" / "run.json").read_text())["segments"]
+    assert done["here"] + done["workers"] == len(whole)
 
 
 def test_worker_threads_benchmark_times_every_process_of_each_layout(archive, tmp_path, capsys):
