@@ -262,7 +262,9 @@ class Work:
         self.batch, self.lock = batch, threading.Lock()
         self.todo = list(segments)[::-1]  # popped from the end: in order
         self.left = sum(s.frames for s in self.todo)  # sampled frames not handed out
-        self.pending, self.parts, self.whole = [], {}, {}  # pieces to hand out; see below
+        self.pending = []  # the pieces of the segment being handed out, the next one last
+        self.whole = {}  # piece: its segment, while out
+        self.parts = {}  # segment: (how many pieces, {piece's start: result})
         self.cut = [0, 0]  # segments cut, pieces they made
 
     def segment(self):
@@ -286,7 +288,7 @@ class Work:
                 pieces = cut(segment, min(MAX_PIECES, -(-segment.frames // share)), self.batch)
                 if len(pieces) > 1:
                     self.whole |= {p: segment for p in pieces}
-                    self.parts[segment] = (len(pieces), {})  # pieces, their results
+                    self.parts[segment] = (len(pieces), {})
                     self.cut = [self.cut[0] + 1, self.cut[1] + len(pieces)]
                 self.pending = pieces[::-1]
             piece = self.pending.pop()
