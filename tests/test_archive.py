@@ -331,7 +331,8 @@ def test_ray_is_started_before_this_process_decodes(monkeypatch):
                         lambda session, segment, batch: events.append("detect"))  # fmt: skip
     pool = archive_module.RayPool("auto", 2, "pkg", "onnxruntime", {}, None, 2)
     with pytest.raises(AssertionError, match="an actor was started"):
-        list(pool.map(["segment"] * 3))
+        list(pool.map([archive_module.Segment("v.mp4", "k", 4 * n, 4 * n + 4, 1, 4)
+                       for n in range(3)]))  # fmt: skip
     assert events[:2] == ["init", "ready"], events
 
 
