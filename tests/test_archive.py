@@ -430,11 +430,11 @@ def test_the_last_segments_go_to_the_workers_in_pieces_put_back_together(
             assert mine.files == theirs.files
             for key in mine.files:
                 np.testing.assert_array_equal(mine[key], theirs[key], err_msg=f"{name}: {key}")
-    sizes = [s.frames for s in ray.detected]
-    assert max(sizes) == 20 and min(sizes) < 20, sizes  # 2 s of 10 frames/s: whole, then pieces
-    assert sizes.index(min(sizes)) > sizes.index(max(sizes)), sizes
     done = json.loads((tmp_path / "ray" / "run.json").read_text())["segments"]
     assert done["here"] + done["workers"] == len(whole)
+    sizes = [s.frames for s in ray.detected]
+    assert len(sizes) > done["workers"], sizes  # some of their segments went out in pieces
+    assert sizes[0] == 20, sizes  # but not the first: 2 s of 10 frames/s, whole
 
 
 def test_worker_threads_benchmark_times_every_process_of_each_layout(archive, tmp_path, capsys):
