@@ -33,7 +33,7 @@ from seqnet_runtime import archive_report, fs, video
 from seqnet_runtime.errors import SeqNetError
 from seqnet_runtime.gallery import ImageGallery, VideoGallery
 from seqnet_runtime.images import IMAGE_EXTS, gallery_images
-from seqnet_runtime.index import Unit, chunk_arrays, load_index
+from seqnet_runtime.index import ARRAYS, Unit, chunk_arrays, load_index
 from seqnet_runtime.run import check_options, open_session, read_queries, search_into
 from seqnet_runtime.stream import frames_with_detections
 
@@ -310,9 +310,12 @@ class Work:
         errors = [r[3] for r in results if r[3] is not None]
         if errors:
             return segment, None, 0, errors[0]
-        chunks = [np.load(io.BytesIO(r[1])) for r in results]
+        chunks = []
+        for r in results:
+            with np.load(io.BytesIO(r[1]), allow_pickle=False) as data:
+                chunks.append({a: data[a] for a in ARRAYS})
         buffer = io.BytesIO()
-        np.savez(buffer, **{k: np.concatenate([c[k] for c in chunks]) for k in chunks[0].files})
+        np.savez(buffer, **{a: np.concatenate([c[a] for c in chunks]) for a in ARRAYS})
         return segment, buffer.getvalue(), sum(r[2] for r in results), None
 
 
