@@ -7,21 +7,24 @@ DEV_STAMP := $(VENV)/.installed-dev
 
 .PHONY: venv test test-slow lint format demo bench gpu-check clean
 
-# What seqnet needs to run (the demo, benchmarks). --no-compile: Python compiles only the
-# modules it imports, when it first imports them, instead of all of torch up front (~30 s).
+# What seqnet needs to run (the demo, benchmarks). pip compiles each package's bytecode as it
+# installs it (its default, kept on purpose): where PYTHONDONTWRITEBYTECODE is set, as here and
+# in many container images, Python caches nothing it compiles, and every new process (each Ray
+# daemon and worker, each command a test runs) would compile torch, ray, numpy ... afresh:
+# `import torch` 3.1 CPU-s instead of 1.7, `ray.init` 8.6 instead of 4.3 (docs/benchmarks.md).
 $(STAMP): pyproject.toml setup.py $(wildcard custom_ops/csrc/*.* custom_ops/csrc/cuda/*.*)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip 'setuptools>=77'
 	# torch first: pinned to the builds on the local disk (another version downloads GBs)
-	$(BIN)/pip install -q --no-compile torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
 	# --no-build-isolation: setup.py compiles custom_ops against this torch (a build failure
 	# only warns; torchvision's kernels are then used)
-	$(BIN)/pip install -q --no-compile --no-build-isolation -e '.[train,runtime]'
+	$(BIN)/pip install -q --no-build-isolation -e '.[train,runtime]'
 	touch $(STAMP)
 
 # Plus the tests, the linter, TensorBoard and video decoding.
 $(DEV_STAMP): $(STAMP)
-	$(BIN)/pip install -q --no-compile --no-build-isolation -e '.[train,runtime,test,tensorboard]'
+	$(BIN)/pip install -q --no-build-isolation -e '.[train,runtime,test,tensorboard]'
 	touch $(DEV_STAMP)
 
 venv: $(DEV_STAMP)

@@ -25,14 +25,29 @@ SIMD = ("avx2", "fma", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16", "amx
         "amx_int8", "amx_bf16")  # fmt: skip
 
 
+def bytecode():
+    """Whether a new process finds the installed packages compiled. With PYTHONDONTWRITEBYTECODE
+    set Python caches nothing it compiles, so unless pip compiled them at install, every new
+    process (a Ray daemon or worker, a command) compiles what it imports again: seconds each."""
+    import importlib.util
+
+    import numpy
+
+    if not sys.flags.dont_write_bytecode:
+        return "cached by Python"
+    compiled = Path(importlib.util.cache_from_source(numpy.__file__)).is_file()
+    return "compiled at install" if compiled else "compiled by every process"
+
+
 def describe():
     """The machine as every benchmark's JSON names it: CPU model, its SIMD flags, cores,
-    Python."""
+    Python and its bytecode."""
     return {
         "cpu": cpu_name(),
         "flags": list(cpu_features(names=SIMD)),
         "cores": os.cpu_count(),
         "python": sys.version.split()[0],
+        "bytecode": bytecode(),
     }
 
 
